@@ -1,0 +1,189 @@
+"""Public API: configuration, the loader interface and the factory.
+
+``create_tracking_loader(name, config)`` returns a :class:`TrackingModelLoader`; ``load()`` it, then either
+``track(frames, initial_masks, object_ids)`` (the original module's call: a list of frames and first-frame
+masks), ``track_video(source, prompts)`` (any source, prompts on any frame, backward pass for objects that
+appear later), ``stream(source, prompts)`` (yields each frame as soon as it is computed) or
+``open_stream(height, width)`` (push frames and prompts yourself, e.g. from a camera).
+"""
+
+from __future__ import annotations
+
+import time
+from abc import ABC, abstractmethod
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+import numpy as np
+
+from vidtrack.catalog import ModelSpec, resolve_model
+from vidtrack.errors import InputError, ModelNotFoundError, NotLoadedError
+from vidtrack.types import Prompt, TrackingFrame, TrackingResult
+
+
+class TrackingFramework(StrEnum):
+    """Tracker families."""
+
+    SAM2 = "sam2"
+    SAMURAI = "samurai"
+    SAM2LONG = "sam2long"
+    YOLO = "yolo"
+
+
+@dataclass
+class TrackingConfig:
+    """How to build and run a tracker.
+
+    Attributes:
+        model_id: a catalogue name (``sam2.1-tiny``, ``samurai-large``...); when None the name given to
+            :func:`create_tracking_loader` is used.
+        framework: force a family (normally implied by the name).
+        device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
+        cache_dir: Hugging Face cache folder for Hub weights.
+        checkpoint_path: a Meta ``sam2.1_hiera_*.pt``/``.safetensors`` file or a transformers-format folder.
+        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (bfloat16 on CUDA GPUs that support it,
+            float32 elsewhere: bf16 is slower on CPUs).
+        download: allow fetching weights from the Hub (never done otherwise).
+        resize: frame resizing, ``"transformers"`` (transformers' processor, default) or ``"official"`` (Meta's
+            loader: PIL resize), see :mod:`vidtrack.engines.sam2.preprocess`.
+        policy_options: overrides for the memory policy (e.g. ``{"kf_score_weight": 0.15}`` for SAMURAI).
+        backward: for objects first prompted after the first frame, also track backward to the first frame.
+        threads: CPU threads for torch (None leaves torch's default).
+    """
+
+    model_id: str | None = None
+    framework: TrackingFramework | str | None = None
+    device: str = "auto"
+    cache_dir: str | None = None
+    checkpoint_path: str | None = None
+    dtype: str = "auto"
+    download: bool = False
+    resize: str = "transformers"
+    policy_options: dict[str, Any] = field(default_factory=dict)
+    backward: bool = True
+    threads: int | None = None
+
+
+ProgressFn = Callable[[TrackingFrame], None]
+
+
+class TrackingModelLoader(ABC):
+    """The interface every tracker implements."""
+
+    def __init__(self, spec: ModelSpec, config: TrackingConfig) -> None:
+        self.spec = spec
+        self.config = config
+
+    @property
+    def name(self) -> str:
+        return self.spec.name
+
+    @property
+    @abstractmethod
+    def is_loaded(self) -> bool: ...
+
+    @abstractmethod
+    def load(self) -> TrackingModelLoader:
+        """Load weights (idempotent). Returns self so ``loader.load().track(...)`` reads naturally."""
+
+    @abstractmethod
+    def unload(self) -> None:
+        """Free the model and any cached state."""
+
+    @abstractmethod
+    def stream(
+        self,
+        source: Any,
+        prompts: Iterable[Prompt] = (),
+        *,
+        stride: int = 1,
+        start: int = 0,
+        end: int | None = None,
+    ) -> Iterator[TrackingFrame]:
+        """Track forward through ``source``, yielding each frame as soon as it is computed."""
+
+    @abstractmethod
+    def track_video(
+        self,
+        source: Any,
+        prompts: Iterable[Prompt] = (),
+        *,
+        stride: int = 1,
+        start: int = 0,
+        end: int | None = None,
+        progress: ProgressFn | None = None,
+    ) -> TrackingResult:
+        """Track a whole video; objects first prompted after the first frame are also tracked backward."""
+
+    def track(
+        self,
+        frames: Sequence[Any],
+        initial_masks: Sequence[np.ndarray],
+        object_ids: Sequence[int] | None = None,
+    ) -> TrackingResult:
+        """The original module's call: frames (PIL images or arrays) and one first-frame mask per object.
+
+        Raises ``ValueError`` (:class:`InputError`) when the numbers of masks and ids differ, and
+        ``RuntimeError`` (:class:`NotLoadedError`) when the model is not loaded.
+        """
+        if not self.is_loaded:
+            raise NotLoadedError(f"{self.name} is not loaded; call load() first")
+        ids = list(range(1, len(initial_masks) + 1)) if object_ids is None else [int(i) for i in object_ids]
+        if len(ids) != len(initial_masks):
+            raise InputError(f"got {len(initial_masks)} masks but {len(ids)} object ids; give one id per mask")
+        if len(frames) == 0:
+            raise InputError("no frames to track; pass at least one frame")
+        prompts = [Prompt.from_mask(0, i, np.asarray(m)) for i, m in zip(ids, initial_masks, strict=True)]
+        return self.track_video(list(frames), prompts)
+
+
+def check_prompts(prompts: Iterable[Prompt]) -> list[Prompt]:
+    """Reject duplicate (frame, object) pairs and non-Prompt items; returns the prompts sorted by frame."""
+    out = list(prompts)
+    seen: set[tuple[int, int]] = set()
+    for p in out:
+        if not isinstance(p, Prompt):
+            raise InputError(f"prompts must be vidtrack.Prompt objects; got {type(p).__name__}")
+        if p.frame_idx < 0:
+            raise InputError(f"prompt for object {p.object_id} has a negative frame index {p.frame_idx}")
+        key = (p.frame_idx, p.object_id)
+        if key in seen:
+            raise InputError(f"duplicate prompt for object {p.object_id} on frame {p.frame_idx}; object ids must "
+                             "be unique per frame")
+        seen.add(key)
+    return sorted(out, key=lambda p: (p.frame_idx, p.object_id))
+
+
+def finish_result(
+    frames: list[TrackingFrame], width: int, height: int, model: str, started: float, **metadata: Any
+) -> TrackingResult:
+    total = time.perf_counter() - started
+    return TrackingResult(
+        frames=frames,
+        video_width=width,
+        video_height=height,
+        total_processing_time=total,
+        fps=len(frames) / total if total > 0 else 0.0,
+        model=model,
+        metadata=metadata,
+    )
+
+
+def create_tracking_loader(model_name: str, config: TrackingConfig | None = None) -> TrackingModelLoader:
+    """A loader for any catalogue name or alias (``sam2``, ``sam2.1-large``, ``samurai``, ``sam2long``,
+    ``yolo11n-seg``...). Raises :class:`ModelNotFoundError` for unknown names."""
+    config = config or TrackingConfig()
+    spec = resolve_model(config.model_id or model_name)
+    if config.framework is not None:
+        fw = TrackingFramework(config.framework).value
+        if fw != spec.family:
+            raise ModelNotFoundError(f"model {spec.name} is a {spec.family} model, not {fw}")
+    if spec.family == "yolo":
+        from vidtrack.engines.yolo import create_yolo_loader
+
+        return create_yolo_loader(spec, config)
+    from vidtrack.engines.sam2.loader import Sam2Loader
+
+    return Sam2Loader(spec, config)

@@ -1,0 +1,187 @@
+"""The ``vidtrack`` command: a thin layer over the API.
+
+Every user error ends as one line on stderr and exit status 2, without a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Annotated
+
+import typer
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+from rich.table import Table
+
+from vidtrack.errors import InputError, VidtrackError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Promptable video object segmentation and tracking (SAM 2.1, SAMURAI, SAM2Long, YOLO11-seg).")
+err = Console(stderr=True)
+out = Console()
+
+
+def _peak_rss_mb() -> float:
+    """Peak resident set size of this process in MiB (Linux reports KiB, macOS bytes)."""
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / (1024 * 1024) if sys.platform == "darwin" else peak / 1024
+
+
+@app.command()
+def track(
+    source: Annotated[str, typer.Argument(help="video file, frame folder, camera (/dev/video0) or stream URL")],
+    out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
+    model: Annotated[str, typer.Option("--model", "-m", help="model name, see `vidtrack models`")] = "sam2.1-tiny",
+    checkpoint: Annotated[str | None, typer.Option(help="Meta .pt/.safetensors file or transformers folder")] = None,
+    mask: Annotated[list[Path] | None, typer.Option(help="mask PNG (palette PNG: one object per index); "
+                                                      "frame taken from a numeric file name unless --frame")] = None,
+    box: Annotated[str | None, typer.Option(help="box x,y,w,h in pixels")] = None,
+    points: Annotated[str | None, typer.Option(help="points 'x,y[,label];...' (label 1 positive, 0 negative)")] = None,
+    prompts: Annotated[Path | None, typer.Option(help="prompts.json with prompts on any frames")] = None,
+    frame: Annotated[int | None, typer.Option(help="frame of --box/--points/--mask (default 0)")] = None,
+    object_id: Annotated[int, typer.Option(help="object id for --box/--points")] = 1,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
+    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16, float16")] = "auto",
+    stride: Annotated[int, typer.Option(help="process every N-th frame")] = 1,
+    start: Annotated[int, typer.Option(help="first frame")] = 0,
+    end: Annotated[int | None, typer.Option(help="stop before this frame")] = None,
+    cache_dir: Annotated[str | None, typer.Option(help="Hugging Face cache folder")] = None,
+    download: Annotated[bool, typer.Option(help="allow downloading weights from the Hub")] = False,
+    backward: Annotated[bool, typer.Option(help="track later-prompted objects back to the first frame")] = True,
+    resize: Annotated[str, typer.Option(help="frame resize: transformers or official")] = "transformers",
+    quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+) -> None:
+    """Track objects through a video and write COCO-RLE JSON (masks.json) to --out."""
+    from vidtrack.api import TrackingConfig, create_tracking_loader
+    from vidtrack.export import write_rle_json
+    from vidtrack.prompt_files import load_prompts_json, mask_prompts, parse_box, parse_points
+    from vidtrack.sources import open_source
+
+    plist = []
+    for m in mask or []:
+        plist += mask_prompts(m, frame)
+    if box:
+        plist.append(parse_box(box, frame or 0, object_id))
+    if points:
+        plist.append(parse_points(points, frame or 0, object_id))
+    if prompts:
+        plist += load_prompts_json(prompts)
+    if not plist:
+        raise InputError("no prompt given; pass --mask PNG, --box x,y,w,h, --points 'x,y;...' or --prompts FILE")
+
+    src = open_source(source, stride=stride, start=start, end=end)
+    height, width = src.probe_size()
+    for p in plist:  # check sizes now, before loading weights
+        p.validate(height, width, source=f"{source}")
+    config = TrackingConfig(model_id=model, device=device, dtype=dtype, checkpoint_path=checkpoint,
+                            cache_dir=cache_dir, download=download, backward=backward, resize=resize)
+    loader = create_tracking_loader(model, config)
+    t0 = time.perf_counter()
+    loader.load()
+    load_s = time.perf_counter() - t0
+
+    total = src.num_frames
+    with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("{task.fields[fps]:.1f} fps"), TimeRemainingColumn(), console=err,
+                  disable=quiet) as bar:
+        task = bar.add_task(f"{loader.name}", total=total, fps=0.0)
+        started = time.perf_counter()
+        count = 0
+
+        def progress(_f: object) -> None:
+            nonlocal count
+            count += 1
+            bar.update(task, advance=1, fps=count / max(time.perf_counter() - started, 1e-9))
+
+        result = loader.track_video(src, plist, progress=progress)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    path = write_rle_json(result, out_dir / "masks.json", source=str(source))
+    loader.unload()
+
+    summary = {
+        "frames": len(result.frames),
+        "objects": len(result.object_ids),
+        "fps": round(result.fps, 3),
+        "seconds": round(result.total_processing_time, 3),
+        "load_seconds": round(load_s, 3),
+        "peak_rss_mb": round(_peak_rss_mb(), 1),
+        "output": str(path),
+    }
+    try:
+        import torch
+
+        if torch.cuda.is_available() and loader.device.type == "cuda":  # type: ignore[attr-defined]
+            summary["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
+    except ImportError:  # pragma: no cover
+        pass
+    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    err.print(
+        f"[green]done[/]: {summary['frames']} frames, {summary['objects']} objects, {summary['fps']} fps, "
+        f"peak RSS {summary['peak_rss_mb']} MiB -> {path}"
+    )
+
+
+@app.command()
+def models(
+    cache_dir: Annotated[str | None, typer.Option(help="Hugging Face cache folder")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="machine-readable output")] = False,
+) -> None:
+    """List the model catalogue and which weights are available locally."""
+    from vidtrack.catalog import CATALOGUE
+
+    rows = []
+    for spec in CATALOGUE.values():
+        rows.append({"name": spec.name, "family": spec.family, "size": spec.size, "params_m": spec.params_m,
+                     "weights": spec.hub_id, "local": _weights_local(spec.family, spec.hub_id, cache_dir)})
+    if as_json:
+        out.print_json(json.dumps(rows))
+        return
+    table = Table("name", "family", "size", "params (M)", "weights", "local")
+    for r in rows:
+        table.add_row(r["name"], r["family"], r["size"], f"{r['params_m']:.1f}", r["weights"],
+                      "[green]yes[/]" if r["local"] else "no")
+    out.print(table)
+
+
+def _weights_local(family: str, ref: str, cache_dir: str | None) -> bool:
+    if family == "yolo":
+        return Path(ref).is_file()
+    try:
+        from huggingface_hub import try_to_load_from_cache
+
+        hit = try_to_load_from_cache(ref, "config.json", cache_dir=cache_dir)
+        return isinstance(hit, str) and os.path.exists(hit)
+    except Exception:  # any cache problem just means "not available"
+        return False
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: user errors become one line and exit status 2."""
+    try:
+        app(args=argv, standalone_mode=False)
+    except VidtrackError as e:
+        err.print(f"[red]error[/]: {e}", highlight=False, soft_wrap=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+    except SystemExit:
+        raise
+    except Exception as e:  # click usage errors and the like
+        import click
+
+        if isinstance(e, click.exceptions.ClickException):
+            e.show()
+            sys.exit(2)
+        if isinstance(e, click.exceptions.Abort):
+            sys.exit(1)
+        raise
+
+
+if __name__ == "__main__":
+    main()

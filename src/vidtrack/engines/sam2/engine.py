@@ -1,0 +1,486 @@
+"""The SAM 2.1 streaming engine on ``transformers.Sam2VideoModel``.
+
+We drive the model's sub-modules (image encoder, prompt encoder, mask decoder, memory attention, memory
+encoder) from our own loop instead of ``Sam2VideoInferenceSession``, for three reasons:
+
+1. **Faithfulness.** On prompted frames transformers 5.x differs from Meta's predictor (reference note §8):
+   the official code memorises a prompt frame from its 256x256 mask upsampled and binarised, and takes a mask
+   prompt's object pointer from the single-mask token. We do what the official code does.
+2. **Hooks.** SAMURAI and SAM2Long need every candidate mask, IoU and token, and their own choice of memory
+   frames; the session API returns only the argmax mask.
+3. **Bounded memory.** The session keeps pixels, 1024x1024 masks and memories of every frame forever; our
+   bank keeps only what a future frame can read (see :meth:`MemoryPolicy.prune`), so state after 1,000
+   frames equals state after 20.
+
+A :class:`Sam2Session` tracks one video in one direction with explicit frame indices; frames are handed in
+one at a time and dropped after use.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from transformers.models.sam2_video.modeling_sam2_video import get_1d_sine_pe
+
+from vidtrack.engines.sam2.preprocess import (
+    ResizeMethod,
+    mask_to_model_input,
+    masks_to_video_res,
+    preprocess_frame,
+    scale_points,
+)
+from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack
+from vidtrack.errors import InputError
+from vidtrack.policies.base import Candidates, MemoryPolicy
+from vidtrack.types import Prompt, TrackingMask, rle_encode
+
+NO_OBJ_SCORE = -1024.0
+"""Logit written over every pixel of an absent object's mask (as in the official code)."""
+
+
+@dataclass
+class ImageFeatures:
+    """One frame's image-encoder output, in the layout the memory path wants."""
+
+    vision_feats: list[torch.Tensor]  # per level (HW, 1, C); levels 0/1 already through conv_s0/conv_s1
+    vision_pos: list[torch.Tensor]  # per level (HW, 1, C)
+    high_res: list[torch.Tensor]  # levels 0 and 1 as (1, C, H, W) for the mask decoder
+
+    @property
+    def top(self) -> torch.Tensor:
+        return self.vision_feats[-1]
+
+
+@dataclass
+class ObjectOutput:
+    """One object's result on one frame."""
+
+    object_id: int
+    low_res_logits: torch.Tensor  # (1, 1, h, w), after the object-present gate
+    iou: float
+    object_score_logit: float
+    occluded: bool
+    is_prompt: bool
+
+
+@dataclass
+class StepTimings:
+    stages: dict[str, float] = field(default_factory=dict)
+
+    def add(self, stage: str, seconds: float) -> None:
+        self.stages[stage] = self.stages.get(stage, 0.0) + seconds
+
+
+class Sam2Engine:
+    """Holds the model and the constants derived from its config; makes sessions."""
+
+    def __init__(
+        self,
+        model: Any,
+        *,
+        device: torch.device | str = "cpu",
+        resize: ResizeMethod = "transformers",
+    ) -> None:
+        self.model = model.eval()
+        self.device = torch.device(device)
+        self.resize: ResizeMethod = resize
+        cfg = model.config
+        self.config = cfg
+        self.image_size = int(cfg.image_size)
+        self.num_maskmem = int(cfg.num_maskmem)
+        self.max_obj_ptrs = int(cfg.max_object_pointers_in_encoder)
+        self.hidden_dim = int(model.hidden_dim)
+        self.mem_dim = int(model.mem_dim)
+        self.feat_sizes = [tuple(s) for s in model.backbone_feature_sizes]
+        self.low_res_size = tuple(model.prompt_encoder.mask_input_size)
+        self.dtype = next(model.parameters()).dtype
+        with torch.inference_mode():
+            self.image_pe = model.get_image_wide_positional_embeddings().to(self.device)
+        self._maskmem_pos_enc: torch.Tensor | None = None
+
+    def new_session(
+        self,
+        policy: MemoryPolicy,
+        height: int,
+        width: int,
+        *,
+        num_frames: int | None = None,
+        reverse: bool = False,
+    ) -> Sam2Session:
+        return Sam2Session(self, policy, height, width, num_frames=num_frames, reverse=reverse)
+
+    # --- model stages ------------------------------------------------------------------------------------
+    def preprocess(self, frame: np.ndarray) -> torch.Tensor:
+        return preprocess_frame(frame, self.image_size, resize=self.resize, device=self.device, dtype=self.dtype)
+
+    def encode_image(self, pixel_values: torch.Tensor) -> ImageFeatures:
+        out = self.model.get_image_features(pixel_values[None], return_dict=True)
+        feats = list(out.fpn_hidden_states)
+        pos = list(out.fpn_position_encoding)
+        high_res = [
+            x.permute(1, 2, 0).reshape(x.size(1), x.size(2), *s)
+            for x, s in zip(feats[:-1], self.feat_sizes[:-1], strict=True)
+        ]
+        return ImageFeatures(feats, pos, high_res)
+
+    def top_feature_map(self, feats: ImageFeatures, add_no_memory: bool) -> torch.Tensor:
+        """The lowest-resolution feature map as (1, C, H, W), optionally plus ``no_memory_embedding``
+        (what the official code feeds the decoder on an initial conditioning frame)."""
+        x = feats.top + self.model.no_memory_embedding if add_no_memory else feats.top
+        return x.permute(1, 2, 0).reshape(1, self.hidden_dim, *self.feat_sizes[-1])
+
+    def sam_heads(
+        self,
+        pix_feat: torch.Tensor,
+        feats: ImageFeatures,
+        *,
+        point_coords: torch.Tensor | None = None,
+        point_labels: torch.Tensor | None = None,
+        mask_input: torch.Tensor | None = None,
+        multimask: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Prompt encoder + mask decoder (the official ``_forward_sam_heads`` before any choice).
+
+        Returns (low_res_masks (B, K, h, w), ious (B, K), tokens (B, K, C), object_score_logits (B, 1)).
+        """
+        b = pix_feat.size(0)
+        if point_coords is None:
+            point_coords = torch.zeros(b, 1, 1, 2, device=self.device)
+            point_labels = -torch.ones(b, 1, 1, dtype=torch.int32, device=self.device)
+        if mask_input is not None and tuple(mask_input.shape[-2:]) != self.low_res_size:
+            mask_input = F.interpolate(mask_input.float(), size=self.low_res_size, mode="bilinear",
+                                       align_corners=False, antialias=True)
+        sparse, dense = self.model.prompt_encoder(
+            input_points=point_coords, input_labels=point_labels, input_boxes=None, input_masks=mask_input
+        )
+        masks, ious, tokens, obj_logits = self.model.mask_decoder(
+            image_embeddings=pix_feat,
+            image_positional_embeddings=self.image_pe.expand(b, -1, -1, -1),
+            sparse_prompt_embeddings=sparse,
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+            high_resolution_features=feats.high_res,
+        )
+        return masks[:, 0].float(), ious[:, 0].float(), tokens[:, 0], obj_logits[:, 0].float()
+
+    def object_pointer(self, token: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """Pointer from a SAM output token, replaced by ``no_object_pointer`` when the object is absent."""
+        return self.gate_pointer(self.model.object_pointer_proj(token), present)
+
+    def gate_pointer(self, ptr: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
+        """The official hard gate (``fixed_no_obj_ptr``, no soft gating): absent objects point nowhere."""
+        lam = present.to(ptr.dtype)
+        return lam * ptr + (1 - lam) * self.model.no_object_pointer
+
+    def maskmem_pos_enc(self, features: torch.Tensor) -> torch.Tensor:
+        """Spatial position encoding of memories: identical for every frame and object, computed once."""
+        if self._maskmem_pos_enc is None:
+            pe = self.model.memory_encoder.position_encoding(features.shape, features.device, features.dtype)
+            self._maskmem_pos_enc = pe[:1].flatten(2).permute(2, 0, 1).to(self.dtype)
+        return self._maskmem_pos_enc
+
+    def encode_memory(
+        self, feats: ImageFeatures, high_res_masks: torch.Tensor, object_score_logits: torch.Tensor,
+        binarize: bool,
+    ) -> torch.Tensor:
+        """Memory encoder for a batch of objects' masks on one frame -> (HW, B, mem_dim) bf16.
+
+        ``binarize`` is the official ``is_mask_from_pts``: prompted frames are memorised from the hard mask,
+        tracked frames from ``sigmoid(logits)``; both scaled by 20 and shifted by -10.
+        """
+        cfg = self.config
+        b = high_res_masks.size(0)
+        pix = feats.top.permute(1, 2, 0).reshape(1, self.hidden_dim, *self.feat_sizes[-1]).expand(b, -1, -1, -1)
+        mask = (high_res_masks > 0).float() if binarize else torch.sigmoid(high_res_masks)
+        mask = mask * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
+        features, _ = self.model.memory_encoder(pix, mask.to(pix.dtype))
+        occl = self.model.occlusion_spatial_embedding_parameter
+        if occl is not None:
+            absent = 1.0 - (object_score_logits > 0).float()  # (B, 1): always the > 0 test, in every policy
+            features = features + absent[..., None, None] * occl[..., None, None].expand(*features.shape)
+        self.maskmem_pos_enc(features)
+        return features.to(torch.bfloat16).flatten(2).permute(2, 0, 1)
+
+    def memory_conditioned_features(
+        self,
+        feats: ImageFeatures,
+        memories: list[tuple[int, FrameRecord]],
+        pointers: list[tuple[int, FrameRecord]],
+        max_ptrs: int,
+    ) -> torch.Tensor:
+        """Memory attention of the current frame over spatial memories and object pointers -> (1, C, H, W)."""
+        m = self.model
+        mem: list[torch.Tensor] = []
+        mem_pos: list[torch.Tensor] = []
+        pos_enc = self._maskmem_pos_enc
+        for slot, rec in memories:
+            assert rec.maskmem_features is not None and pos_enc is not None
+            mem.append(rec.maskmem_features.to(self.device))
+            mem_pos.append(pos_enc + m.memory_temporal_positional_encoding[slot].reshape(1, 1, -1))
+        num_ptr_tokens = 0
+        if pointers:
+            ptrs = torch.stack([rec.obj_ptr for _, rec in pointers], dim=0).to(self.device)  # (N, 1, C)
+            c = self.hidden_dim
+            if self.config.enable_temporal_pos_encoding_for_object_pointers:
+                t = torch.tensor([d for d, _ in pointers], device=self.device, dtype=torch.float32)
+                pe = get_1d_sine_pe(t / float(max_ptrs - 1), dim=c).to(ptrs.dtype)
+                ptr_pos = m.temporal_positional_encoding_projection_layer(pe).unsqueeze(1)
+            else:
+                ptr_pos = ptrs.new_zeros(len(pointers), 1, self.mem_dim)
+            if self.mem_dim < c:
+                split = c // self.mem_dim
+                ptrs = ptrs.reshape(-1, 1, split, self.mem_dim).permute(0, 2, 1, 3).flatten(0, 1)
+                ptr_pos = ptr_pos.repeat_interleave(split, dim=0)
+            mem.append(ptrs)
+            mem_pos.append(ptr_pos)
+            num_ptr_tokens = ptrs.shape[0]
+        memory = torch.cat(mem, dim=0).to(self.dtype)
+        memory_pos = torch.cat(mem_pos, dim=0).to(self.dtype)
+        out = m.memory_attention(
+            current_vision_features=feats.top,
+            memory=memory,
+            current_vision_position_embeddings=feats.vision_pos[-1],
+            memory_posision_embeddings=memory_pos,
+            num_object_pointer_tokens=num_ptr_tokens,
+        )
+        return out.squeeze(1).transpose(1, 2).reshape(1, self.hidden_dim, *self.feat_sizes[-1])
+
+    def upsample(self, low_res: torch.Tensor) -> torch.Tensor:
+        return F.interpolate(low_res.float(), size=(self.image_size, self.image_size), mode="bilinear",
+                             align_corners=False)
+
+
+class Sam2Session:
+    """Tracks the objects of one video in one direction, one frame at a time.
+
+    Call :meth:`step` with strictly consecutive frame indices (increasing, or decreasing when
+    ``reverse``). A prompt for an object on a frame makes that frame a conditioning frame for it, processed
+    like the official predictor processes prompts given before propagation: without memory, kept in memory
+    for the rest of the video.
+    """
+
+    def __init__(
+        self,
+        engine: Sam2Engine,
+        policy: MemoryPolicy,
+        height: int,
+        width: int,
+        *,
+        num_frames: int | None = None,
+        reverse: bool = False,
+    ) -> None:
+        self.engine = engine
+        self.policy = policy
+        self.height = height
+        self.width = width
+        self.reverse = reverse
+        # Official: min(num_frames, max_obj_ptrs_in_encoder); streams of unknown length use the full window.
+        self.max_ptrs = min(num_frames, engine.max_obj_ptrs) if num_frames else engine.max_obj_ptrs
+        self.max_ptrs = max(self.max_ptrs, 2)
+        self.tracks: dict[int, ObjectTrack] = {}
+        self.last_frame: int | None = None
+
+    # --- public ------------------------------------------------------------------------------------------
+    @property
+    def object_ids(self) -> list[int]:
+        return list(self.tracks)
+
+    def state_nbytes(self) -> int:
+        """Bytes held by every object's memory bank (the quantity that must not grow with video length)."""
+        return sum(t.nbytes() for t in self.tracks.values())
+
+    @torch.inference_mode()
+    def step(
+        self, frame_idx: int, frame: np.ndarray, prompts: Iterable[Prompt] = ()
+    ) -> tuple[list[ObjectOutput], StepTimings]:
+        """Process one frame: apply its prompts, track every started object, memorise, prune."""
+        eng = self.engine
+        timings = StepTimings()
+        self._check_order(frame_idx)
+        by_obj = self._prompts_by_object(frame_idx, prompts)
+        if not by_obj and not any(t.started for t in self.tracks.values()):
+            self.last_frame = frame_idx
+            return [], timings
+        if frame.shape[:2] != (self.height, self.width):
+            raise InputError(
+                f"frame {frame_idx} is {frame.shape[1]}x{frame.shape[0]} but the video is "
+                f"{self.width}x{self.height}; every frame of a video must have the same size"
+            )
+
+        t0 = time.perf_counter()
+        feats = eng.encode_image(eng.preprocess(frame))
+        timings.add("image_encoder", time.perf_counter() - t0)
+
+        outputs: list[ObjectOutput] = []
+        to_memorise: list[tuple[ObjectTrack, FrameRecord, torch.Tensor, bool]] = []
+        for obj_id in sorted(set(self.tracks) | set(by_obj)):
+            track = self.tracks.get(obj_id)
+            if track is None:
+                track = ObjectTrack(obj_id, reverse=self.reverse)
+                track.policy_state = self.policy.new_object_state(obj_id)
+                self.tracks[obj_id] = track
+            prompt = by_obj.get(obj_id)
+            if prompt is not None:
+                out, rec, hi = self._prompted_frame(track, frame_idx, feats, prompt, timings)
+                track.cond[frame_idx] = rec
+                to_memorise.append((track, rec, hi, True))
+            elif track.started:
+                out, rec, hi = self._tracked_frame(track, frame_idx, feats, timings)
+                track.non_cond[frame_idx] = rec
+                to_memorise.append((track, rec, hi, False))
+            else:
+                continue
+            outputs.append(out)
+
+        t0 = time.perf_counter()
+        for binarize in (True, False):
+            group = [x for x in to_memorise if x[3] is binarize]
+            if not group:
+                continue
+            masks = torch.cat([hi for _, _, hi, _ in group], dim=0)
+            logits = torch.tensor([[r.object_score_logit] for _, r, _, _ in group], device=eng.device)
+            mem = eng.encode_memory(feats, masks, logits, binarize)
+            for i, (_, rec, _, _) in enumerate(group):
+                rec.maskmem_features = mem[:, i : i + 1].clone()
+        timings.add("memory_encoder", time.perf_counter() - t0)
+
+        t0 = time.perf_counter()
+        for track in self.tracks.values():
+            self.policy.prune(track, frame_idx)
+        timings.add("policy", time.perf_counter() - t0)
+        self.last_frame = frame_idx
+        return outputs, timings
+
+    def to_tracking_masks(self, outputs: list[ObjectOutput]) -> list[TrackingMask]:
+        """Video-resolution masks as RLE: one bilinear resize of the logits, then ``> 0``."""
+        if not outputs:
+            return []
+        logits = torch.cat([o.low_res_logits for o in outputs], dim=0)
+        dense = masks_to_video_res(logits, self.height, self.width).cpu().numpy()
+        return [
+            TrackingMask(
+                rle=rle_encode(dense[i]),
+                confidence=o.iou,
+                object_id=o.object_id,
+                visibility=float(1.0 / (1.0 + np.exp(-np.clip(o.object_score_logit, -80, 80)))),
+                occluded=o.occluded,
+            )
+            for i, o in enumerate(outputs)
+        ]
+
+    # --- internals ---------------------------------------------------------------------------------------
+    def _check_order(self, frame_idx: int) -> None:
+        if self.last_frame is None:
+            return
+        expected = self.last_frame + (-1 if self.reverse else 1)
+        if frame_idx != expected:
+            raise InputError(
+                f"frames must be given in order: expected frame {expected} after {self.last_frame}, "
+                f"got {frame_idx}"
+            )
+
+    def _prompts_by_object(self, frame_idx: int, prompts: Iterable[Prompt]) -> dict[int, Prompt]:
+        by_obj: dict[int, Prompt] = {}
+        for p in prompts:
+            if p.frame_idx != frame_idx:
+                raise InputError(f"prompt for frame {p.frame_idx} was given with frame {frame_idx}")
+            if p.object_id in by_obj:
+                raise InputError(
+                    f"two prompts for object {p.object_id} on frame {frame_idx}; combine them into one "
+                    "(a box and points can go in one prompt)"
+                )
+            by_obj[p.object_id] = p.validate(self.height, self.width)
+        return by_obj
+
+    def _prompted_frame(
+        self, track: ObjectTrack, frame_idx: int, feats: ImageFeatures, prompt: Prompt, timings: StepTimings
+    ) -> tuple[ObjectOutput, FrameRecord, torch.Tensor]:
+        eng = self.engine
+        t0 = time.perf_counter()
+        thr = self.policy.object_score_threshold
+        if prompt.mask is not None:
+            # Official `_use_mask_as_output`: the mask is the output (logits +10 / -10); the pointer comes from
+            # a single-mask decoder pass on the raw features with the downsampled mask as a dense prompt.
+            mask_in = mask_to_model_input(prompt.mask, eng.image_size, eng.device)
+            high = mask_in * 20.0 - 10.0
+            low = F.interpolate(high, size=eng.low_res_size, mode="bilinear", align_corners=False,
+                                antialias=True)
+            _, _, tokens, dec_logit = eng.sam_heads(
+                eng.top_feature_map(feats, add_no_memory=False), feats,
+                mask_input=eng.model.mask_downsample(mask_in), multimask=False,
+            )
+            ptr = eng.object_pointer(tokens[:, 0], dec_logit > thr)
+            present = mask_in.flatten(1).gt(0).any(dim=1, keepdim=True)
+            ptr = eng.gate_pointer(ptr, present)  # gated twice, as in the official code
+            logit = 10.0 if bool(present.item()) else -10.0
+            iou = 1.0
+            meta = self.policy.frame_metadata(
+                track, frame_idx,
+                Candidates(low[0], torch.ones(1), tokens[0, :1], logit, False, eng.image_size), 0,
+            )
+        else:
+            pts = np.zeros((0, 2), np.float32) if prompt.points is None else prompt.points
+            labels = np.zeros((0,), np.int32) if prompt.labels is None else prompt.labels
+            if prompt.box is not None:  # a box is two points labelled 2 and 3, before the clicks
+                x1, y1, x2, y2 = prompt.box
+                pts = np.concatenate([np.array([[x1, y1], [x2, y2]], np.float32), pts])
+                labels = np.concatenate([np.array([2, 3], np.int32), labels])
+            coords = torch.from_numpy(scale_points(pts, self.height, self.width, eng.image_size))
+            cfg = eng.config
+            multimask = bool(cfg.multimask_output_in_sam) and (
+                cfg.multimask_min_pt_num <= len(labels) <= cfg.multimask_max_pt_num
+            )
+            masks, ious, tokens, obj_logits = eng.sam_heads(
+                eng.top_feature_map(feats, add_no_memory=True), feats,
+                point_coords=coords[None, None].to(eng.device),
+                point_labels=torch.from_numpy(labels)[None, None].to(eng.device),
+                multimask=multimask,
+            )
+            cands = Candidates(masks[0], ious[0], tokens[0], float(obj_logits.item()), multimask, eng.image_size)
+            k = self.policy.choose_candidate(track, frame_idx, cands)
+            meta = self.policy.frame_metadata(track, frame_idx, cands, k)
+            present = obj_logits > thr
+            low = torch.where(present[:, :, None, None], masks[:, k : k + 1], NO_OBJ_SCORE)
+            ptr = eng.object_pointer(tokens[:, k], present)
+            logit = float(obj_logits.item())
+            iou = float(ious[0, k].item())
+        timings.add("decoder", time.perf_counter() - t0)
+        # Official preflight: a prompt frame is memorised from its low-res mask upsampled and binarised.
+        hi = eng.upsample(low)
+        rec = FrameRecord(frame_idx, True, ptr, logit, iou, meta=meta)
+        out = ObjectOutput(track.object_id, low, iou, logit, logit <= thr, True)
+        return out, rec, hi
+
+    def _tracked_frame(
+        self, track: ObjectTrack, frame_idx: int, feats: ImageFeatures, timings: StepTimings
+    ) -> tuple[ObjectOutput, FrameRecord, torch.Tensor]:
+        eng = self.engine
+        t0 = time.perf_counter()
+        memories = self.policy.memory_frames(track, frame_idx)
+        pointers = self.policy.pointer_frames(track, frame_idx, self.max_ptrs)
+        pix = eng.memory_conditioned_features(feats, memories, pointers, self.max_ptrs)
+        t1 = time.perf_counter()
+        timings.add("memory_attention", t1 - t0)
+        cfg = eng.config
+        multimask = bool(cfg.multimask_output_in_sam and cfg.multimask_output_for_tracking)
+        masks, ious, tokens, obj_logits = eng.sam_heads(pix, feats, multimask=multimask)
+        t2 = time.perf_counter()
+        timings.add("decoder", t2 - t1)
+        cands = Candidates(masks[0], ious[0], tokens[0], float(obj_logits.item()), multimask, eng.image_size)
+        k = self.policy.choose_candidate(track, frame_idx, cands)
+        meta = self.policy.frame_metadata(track, frame_idx, cands, k)
+        present = obj_logits > self.policy.object_score_threshold
+        low = torch.where(present[:, :, None, None], masks[:, k : k + 1], NO_OBJ_SCORE)
+        ptr = eng.object_pointer(tokens[:, k], present)
+        logit = float(obj_logits.item())
+        iou = float(ious[0, k].item())
+        timings.add("policy", time.perf_counter() - t2)
+        rec = FrameRecord(frame_idx, False, ptr, logit, iou, meta=meta)
+        out = ObjectOutput(track.object_id, low, iou, logit, not bool(present.item()), False)
+        return out, rec, eng.upsample(low)

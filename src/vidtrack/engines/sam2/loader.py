@@ -1,0 +1,311 @@
+"""The SAM 2 family behind :class:`TrackingModelLoader`: weights, policy, streaming and backward passes."""
+
+from __future__ import annotations
+
+import tempfile
+import time
+from collections import defaultdict
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from vidtrack.api import (
+    ProgressFn,
+    TrackingConfig,
+    TrackingModelLoader,
+    check_prompts,
+    finish_result,
+)
+from vidtrack.catalog import ModelSpec
+from vidtrack.engines.sam2.engine import Sam2Engine, Sam2Session
+from vidtrack.engines.sam2.weights import load_sam2_model
+from vidtrack.errors import InputError, NotLoadedError
+from vidtrack.policies import make_policy
+from vidtrack.sources import FrameSource, open_source
+from vidtrack.types import Prompt, TrackingFrame, TrackingResult
+
+
+def resolve_device(device: str) -> torch.device:
+    if device == "auto":
+        if torch.cuda.is_available():
+            return torch.device("cuda")
+        if getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available():
+            return torch.device("mps")
+        return torch.device("cpu")
+    try:
+        return torch.device(device)
+    except RuntimeError:
+        raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        if device.type == "cuda" and torch.cuda.is_bf16_supported():
+            return torch.bfloat16
+        return torch.float32
+    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
+             "float16": torch.float16, "fp16": torch.float16}
+    if dtype not in table:
+        raise InputError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
+    return table[dtype]
+
+
+class LiveTracker:
+    """Push frames one by one and add prompts at any time (cameras, custom pipelines).
+
+    ``add_prompt`` applies to the next frame processed (its ``frame_idx`` must be that frame's index).
+    """
+
+    def __init__(self, session: Sam2Session, model_name: str) -> None:
+        self.session = session
+        self.model_name = model_name
+        self._pending: list[Prompt] = []
+        self.frame_idx = 0
+
+    def add_prompt(self, prompt: Prompt) -> None:
+        self._pending.append(prompt)
+
+    def process(self, frame: np.ndarray, frame_idx: int | None = None) -> TrackingFrame:
+        idx = self.frame_idx if frame_idx is None else frame_idx
+        prompts = [Prompt(p.frame_idx if p.frame_idx == idx else idx, p.object_id, p.mask, p.box, p.points,
+                          p.labels) for p in self._pending]
+        self._pending.clear()
+        t0 = time.perf_counter()
+        outputs, timings = self.session.step(self.frame_idx, frame, prompts)
+        masks = self.session.to_tracking_masks(outputs)
+        self.frame_idx += 1
+        return TrackingFrame(idx, masks, {m.object_id: m.occluded for m in masks}, time.perf_counter() - t0,
+                             dict(timings.stages))
+
+
+class Sam2Loader(TrackingModelLoader):
+    """SAM 2.1, SAMURAI and SAM2Long: one engine, the policy named by the catalogue entry."""
+
+    def __init__(self, spec: ModelSpec, config: TrackingConfig) -> None:
+        super().__init__(spec, config)
+        self.engine: Sam2Engine | None = None
+        self.device = resolve_device(config.device)
+        self.dtype = resolve_dtype(config.dtype, self.device)
+        if config.resize not in ("transformers", "official"):
+            raise InputError(f"resize must be 'transformers' or 'official'; got {config.resize!r}")
+
+    # --- lifecycle ---------------------------------------------------------------------------------------
+    @property
+    def is_loaded(self) -> bool:
+        return self.engine is not None
+
+    def load(self, model: Any | None = None) -> Sam2Loader:
+        """Load the weights; ``model`` may be an already-built ``Sam2VideoModel`` (tests, custom configs)."""
+        if self.engine is not None:
+            return self
+        if self.config.threads:
+            torch.set_num_threads(self.config.threads)
+        if model is None:
+            model = load_sam2_model(
+                size=self.spec.size,
+                hub_id=self.spec.hub_id,
+                checkpoint_path=self.config.checkpoint_path,
+                cache_dir=self.config.cache_dir,
+                download=self.config.download,
+                device=self.device,
+                dtype=self.dtype,
+            )
+        else:
+            model = model.to(device=self.device, dtype=self.dtype)
+        self.engine = Sam2Engine(model, device=self.device, resize=self.config.resize)  # type: ignore[arg-type]
+        return self
+
+    def unload(self) -> None:
+        self.engine = None
+        if self.device.type == "cuda":
+            torch.cuda.empty_cache()
+
+    def _engine(self) -> Sam2Engine:
+        if self.engine is None:
+            raise NotLoadedError(f"{self.name} is not loaded; call load() first")
+        return self.engine
+
+    def new_policy(self) -> Any:
+        eng = self._engine()
+        options = {**self.spec.policy_options, **self.config.policy_options}
+        return make_policy(self.spec.policy, num_maskmem=eng.num_maskmem, max_obj_ptrs=eng.max_obj_ptrs, **options)
+
+    def open_stream(self, height: int, width: int) -> LiveTracker:
+        """A push-style tracker for frames of ``height`` x ``width`` (unknown length)."""
+        session = self._engine().new_session(self.new_policy(), height, width)
+        return LiveTracker(session, self.name)
+
+    # --- forward streaming -------------------------------------------------------------------------------
+    def stream(
+        self,
+        source: Any,
+        prompts: Iterable[Prompt] = (),
+        *,
+        stride: int = 1,
+        start: int = 0,
+        end: int | None = None,
+    ) -> Iterator[TrackingFrame]:
+        src = open_source(source, stride=stride, start=start, end=end)
+        return self._forward(src, check_prompts(prompts), frame_cache=None)
+
+    def _forward(
+        self, src: FrameSource, prompts: list[Prompt], frame_cache: _FrameCache | None
+    ) -> Iterator[TrackingFrame]:
+        eng = self._engine()
+        if not prompts:
+            raise InputError("no prompts: give at least one mask, box or points prompt")
+        by_frame: dict[int, list[Prompt]] = defaultdict(list)
+        for p in prompts:
+            by_frame[p.frame_idx].append(p)
+        height, width = src.probe_size()
+        session = eng.new_session(self.new_policy(), height, width, num_frames=src.num_frames)
+        pos = 0
+        seen_prompt_frames: set[int] = set()
+        try:
+            t_wait = time.perf_counter()
+            for frame_idx, frame in src:
+                decode = time.perf_counter() - t_wait
+                here = by_frame.get(frame_idx, [])
+                if here:
+                    seen_prompt_frames.add(frame_idx)
+                    here = [_at(p, pos) for p in here]
+                t0 = time.perf_counter()
+                outputs, timings = session.step(pos, frame, here)
+                masks = session.to_tracking_masks(outputs)
+                elapsed = time.perf_counter() - t0
+                if frame_cache is not None:
+                    frame_cache.offer(pos, frame_idx, frame)
+                stages = {"decode": decode, **timings.stages}
+                yield TrackingFrame(frame_idx, masks, {m.object_id: m.occluded for m in masks}, elapsed, stages)
+                pos += 1
+                t_wait = time.perf_counter()
+        finally:
+            src.close()
+        if pos == 0:
+            raise InputError(f"no frames in {src.name}")
+        missed = sorted(set(by_frame) - seen_prompt_frames)
+        if missed:
+            raise InputError(
+                f"prompts on frame(s) {missed[:5]} were never reached (the video has frames up to "
+                f"{frame_idx}; with stride {getattr(src, 'stride', 1)} only some frames are processed)"
+            )
+
+    # --- whole video -------------------------------------------------------------------------------------
+    def track_video(
+        self,
+        source: Any,
+        prompts: Iterable[Prompt] = (),
+        *,
+        stride: int = 1,
+        start: int = 0,
+        end: int | None = None,
+        progress: ProgressFn | None = None,
+    ) -> TrackingResult:
+        started = time.perf_counter()
+        plist = check_prompts(prompts)
+        src = open_source(source, stride=stride, start=start, end=end)
+        height, width = src.probe_size()
+        first_prompt = _first_prompt_per_object(plist)
+        late = {o: f for o, f in first_prompt.items() if f > min(first_prompt.values(), default=0)}
+        frames: list[TrackingFrame] = []
+        with _FrameCache(max(late.values(), default=-1) if self.config.backward else -1) as cache:
+            for tf in self._forward(src, plist, frame_cache=cache):
+                frames.append(tf)
+                if progress is not None:
+                    progress(tf)
+            if self.config.backward:
+                self._backward(frames, plist, late, cache, height, width)
+        return finish_result(frames, width, height, self.name, started, policy=self.spec.policy,
+                             backward=self.config.backward)
+
+    def _backward(
+        self,
+        frames: list[TrackingFrame],
+        prompts: list[Prompt],
+        late: dict[int, int],
+        cache: _FrameCache,
+        height: int,
+        width: int,
+    ) -> None:
+        """Track objects first prompted after the first frame back to the first frame, in one reverse pass.
+
+        Each such object is conditioned on its first prompt (reached while going backward); objects prompted
+        on the first frame need no backward pass.
+        """
+        if not late:
+            return
+        eng = self._engine()
+        pos_of = {tf.frame_idx: i for i, tf in enumerate(frames)}
+        first_prompts = {(p.frame_idx, p.object_id): p for p in prompts if late.get(p.object_id) == p.frame_idx}
+        start_pos = max(pos_of[f] for f in late.values())
+        session = eng.new_session(self.new_policy(), height, width, num_frames=len(frames), reverse=True)
+        for pos in range(start_pos, -1, -1):
+            tf = frames[pos]
+            here = [_at(p, pos) for (f, _), p in first_prompts.items() if f == tf.frame_idx]
+            t0 = time.perf_counter()
+            outputs, timings = session.step(pos, cache.get(pos), here)
+            new = [m for m in session.to_tracking_masks(outputs)
+                   if pos < pos_of[late[m.object_id]]]  # frames before the object's first prompt
+            for m in new:
+                tf.masks.append(m)
+                tf.occlusions[m.object_id] = m.occluded
+            tf.masks.sort(key=lambda m: m.object_id)
+            tf.processing_time += time.perf_counter() - t0
+            for k, v in timings.stages.items():
+                tf.timings[f"backward_{k}"] = tf.timings.get(f"backward_{k}", 0.0) + v
+
+
+def _at(p: Prompt, pos: int) -> Prompt:
+    """The same prompt addressed to a session position instead of a source frame index."""
+    return Prompt(pos, p.object_id, p.mask, p.box, p.points, p.labels)
+
+
+def _first_prompt_per_object(prompts: list[Prompt]) -> dict[int, int]:
+    first: dict[int, int] = {}
+    for p in prompts:
+        first[p.object_id] = min(first.get(p.object_id, p.frame_idx), p.frame_idx)
+    return first
+
+
+class _FrameCache:
+    """Frames needed again by the backward pass, spilled to a temporary file (never held in RAM).
+
+    Only frames before the last first-prompt of a later-appearing object are kept; nothing when there is none.
+    """
+
+    def __init__(self, last_source_frame: int) -> None:
+        self.last = last_source_frame
+        self._dir: tempfile.TemporaryDirectory[str] | None = None
+        self._file: Any = None
+        self._shape: tuple[int, ...] | None = None
+        self._count = 0
+
+    def __enter__(self) -> _FrameCache:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        if self._file is not None:
+            self._file.close()
+        if self._dir is not None:
+            self._dir.cleanup()
+
+    def offer(self, pos: int, frame_idx: int, frame: np.ndarray) -> None:
+        if frame_idx > self.last:
+            return
+        if self._dir is None:
+            self._dir = tempfile.TemporaryDirectory(prefix="vidtrack-frames-")
+            self._file = open(Path(self._dir.name) / "frames.u8", "w+b")  # noqa: SIM115
+            self._shape = frame.shape
+        assert pos == self._count and self._file is not None
+        self._file.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
+        self._count += 1
+
+    def get(self, pos: int) -> np.ndarray:
+        assert self._file is not None and self._shape is not None
+        n = int(np.prod(self._shape))
+        self._file.flush()
+        self._file.seek(pos * n)
+        return np.frombuffer(bytearray(self._file.read(n)), dtype=np.uint8).reshape(self._shape)

@@ -1,0 +1,82 @@
+"""Shared fixtures: a tiny random SAM 2.1-shaped model and synthetic videos.
+
+OMP threads are pinned before torch is imported: on 2-core CI machines spinning OpenMP workers make timings
+and even progress erratic (reference note §4).
+"""
+
+from __future__ import annotations
+
+import os
+
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+from pathlib import Path  # noqa: E402
+
+import numpy as np  # noqa: E402
+import pytest  # noqa: E402
+import torch  # noqa: E402
+
+torch.set_num_threads(1)
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def shared_data(*parts: str) -> Path:
+    """A path under ../shared/data, or skip the test with the reason."""
+    p = SHARED_DATA.joinpath(*parts)
+    if not p.exists():
+        pytest.skip(f"real test data not found at {p} (only present beside the project checkout)")
+    return p
+
+
+def moving_shapes(num_frames: int, height: int = 96, width: int = 160, seed: int = 0) -> list[np.ndarray]:
+    """Two textured shapes moving across a noisy background: object 1 a red box moving right, object 2 a
+    green disc moving left. Deterministic."""
+    rng = np.random.default_rng(seed)
+    bg = rng.integers(20, 60, (height, width, 3), dtype=np.uint8)
+    yy, xx = np.mgrid[:height, :width]
+    frames = []
+    for t in range(num_frames):
+        f = bg.copy()
+        cx = 30 + (t * 2) % (width - 60)
+        box = (np.abs(xx - cx) < 14) & (np.abs(yy - height * 0.4) < 11)
+        f[box] = (220, 50, 50)
+        dx = width - 30 - (t * 2) % (width - 60)
+        disc = (xx - dx) ** 2 + (yy - height * 0.7) ** 2 < 10**2
+        f[disc] = (50, 210, 60)
+        frames.append(f)
+    return frames
+
+
+def shape_masks(height: int = 96, width: int = 160) -> tuple[np.ndarray, np.ndarray]:
+    """Frame-0 masks of the two shapes of :func:`moving_shapes`."""
+    yy, xx = np.mgrid[:height, :width]
+    box = (np.abs(xx - 30) < 14) & (np.abs(yy - height * 0.4) < 11)
+    disc = (xx - (width - 30)) ** 2 + (yy - height * 0.7) ** 2 < 10**2
+    return box, disc
+
+
+@pytest.fixture(scope="session")
+def tiny_model():
+    from vidtrack.engines.sam2.weights import random_sam2_model, tiny_test_config
+
+    return random_sam2_model(tiny_test_config(128), seed=0)
+
+
+@pytest.fixture()
+def sam2_loader(tiny_model):
+    from vidtrack import TrackingConfig, create_tracking_loader
+
+    loader = create_tracking_loader("sam2.1-tiny", TrackingConfig(device="cpu", dtype="float32"))
+    loader.load(model=tiny_model)
+    yield loader
+    loader.unload()
+
+
+@pytest.fixture(scope="session")
+def tiny_checkpoint_dir(tiny_model, tmp_path_factory) -> Path:
+    """The tiny model saved in transformers layout (what `--checkpoint FOLDER` reads)."""
+    d = tmp_path_factory.mktemp("tiny-sam2")
+    tiny_model.save_pretrained(str(d))
+    return d
