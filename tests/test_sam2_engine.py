@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 import torch
-from conftest import moving_shapes, shape_masks
 from PIL import Image
 
+from conftest import moving_shapes, shape_masks
 from vidtrack import InputError, Prompt, TrackingConfig, create_tracking_loader
 from vidtrack.errors import NotLoadedError
 from vidtrack.policies import VanillaPolicy

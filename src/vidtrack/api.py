@@ -185,5 +185,12 @@ def create_tracking_loader(model_name: str, config: TrackingConfig | None = None
 
         return create_yolo_loader(spec, config)
     from vidtrack.engines.sam2.loader import Sam2Loader
+    from vidtrack.policies import POLICIES
+
+    if spec.policy not in POLICIES:
+        raise ModelNotFoundError(
+            f"{spec.name}: the {spec.family} memory policy is not available in this release; "
+            f"use sam2.1-{spec.size} for plain SAM 2.1 tracking"
+        )
 
     return Sam2Loader(spec, config)

@@ -57,7 +57,7 @@ def track(
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
 ) -> None:
     """Track objects through a video and write COCO-RLE JSON (masks.json) to --out."""
-    from vidtrack.api import TrackingConfig, create_tracking_loader
+    from vidtrack.api import TrackingConfig, check_prompts, create_tracking_loader
     from vidtrack.export import write_rle_json
     from vidtrack.prompt_files import load_prompts_json, mask_prompts, parse_box, parse_points
     from vidtrack.sources import open_source
@@ -76,7 +76,7 @@ def track(
 
     src = open_source(source, stride=stride, start=start, end=end)
     height, width = src.probe_size()
-    for p in plist:  # check sizes now, before loading weights
+    for p in check_prompts(plist):  # check everything now, before loading weights
         p.validate(height, width, source=f"{source}")
     config = TrackingConfig(model_id=model, device=device, dtype=dtype, checkpoint_path=checkpoint,
                             cache_dir=cache_dir, download=download, backward=backward, resize=resize)

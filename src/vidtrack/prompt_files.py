@@ -48,8 +48,8 @@ def mask_prompts(path: str | Path, frame_idx: int | None = None, object_id: int 
     if object_id is not None:
         if len(masks) != 1:
             raise InputError(f"mask {path} holds {len(masks)} objects; --object-id needs a single-object mask")
-        return [Prompt.from_mask(frame, object_id, next(iter(masks.values())))]
-    return [Prompt.from_mask(frame, oid, m) for oid, m in sorted(masks.items())]
+        return [Prompt.from_mask(frame, object_id, next(iter(masks.values())), origin=str(path))]
+    return [Prompt.from_mask(frame, oid, m, origin=str(path)) for oid, m in sorted(masks.items())]
 
 
 def _numbers(text: str, n: int | None, what: str) -> list[float]:

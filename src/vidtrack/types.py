@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -191,10 +191,16 @@ class Prompt:
     box: tuple[float, float, float, float] | None = None
     points: np.ndarray | None = None
     labels: np.ndarray | None = None
+    origin: str | None = field(default=None, compare=False)
+    """Where the prompt came from (e.g. a mask file), named in error messages."""
+
+    def at(self, frame_idx: int) -> Prompt:
+        """The same prompt on another frame index (e.g. a position in a strided sequence)."""
+        return replace(self, frame_idx=frame_idx)
 
     @classmethod
-    def from_mask(cls, frame_idx: int, object_id: int, mask: np.ndarray) -> Prompt:
-        return cls(int(frame_idx), int(object_id), mask=np.asarray(mask).astype(bool))
+    def from_mask(cls, frame_idx: int, object_id: int, mask: np.ndarray, origin: str | None = None) -> Prompt:
+        return cls(int(frame_idx), int(object_id), mask=np.asarray(mask).astype(bool), origin=origin)
 
     @classmethod
     def from_box(
@@ -241,7 +247,7 @@ class Prompt:
         Raises :class:`InputError` for a mask of another size, an empty mask, a box or point outside the
         frame, or a prompt with nothing in it.
         """
-        where = f" ({source})" if source else ""
+        where = f" ({self.origin})" if self.origin else (f" ({source})" if source else "")
         tag = f"prompt for object {self.object_id} on frame {self.frame_idx}{where}"
         if self.mask is not None:
             if self.box is not None or self.points is not None:
@@ -273,6 +279,4 @@ class Prompt:
                 p[:, 0] > width
             ).any() or (p[:, 1] > height).any():
                 raise InputError(f"{tag}: a point lies outside the {width}x{height} frame")
-        if box != self.box:
-            return Prompt(self.frame_idx, self.object_id, box=box, points=self.points, labels=self.labels)
-        return self
+        return replace(self, box=box) if box != self.box else self

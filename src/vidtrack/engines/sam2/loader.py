@@ -70,8 +70,7 @@ class LiveTracker:
 
     def process(self, frame: np.ndarray, frame_idx: int | None = None) -> TrackingFrame:
         idx = self.frame_idx if frame_idx is None else frame_idx
-        prompts = [Prompt(p.frame_idx if p.frame_idx == idx else idx, p.object_id, p.mask, p.box, p.points,
-                          p.labels) for p in self._pending]
+        prompts = [p.at(self.frame_idx) for p in self._pending]
         self._pending.clear()
         t0 = time.perf_counter()
         outputs, timings = self.session.step(self.frame_idx, frame, prompts)
@@ -171,7 +170,7 @@ class Sam2Loader(TrackingModelLoader):
                 here = by_frame.get(frame_idx, [])
                 if here:
                     seen_prompt_frames.add(frame_idx)
-                    here = [_at(p, pos) for p in here]
+                    here = [p.at(pos) for p in here]
                 t0 = time.perf_counter()
                 outputs, timings = session.step(pos, frame, here)
                 masks = session.to_tracking_masks(outputs)
@@ -244,7 +243,7 @@ class Sam2Loader(TrackingModelLoader):
         session = eng.new_session(self.new_policy(), height, width, num_frames=len(frames), reverse=True)
         for pos in range(start_pos, -1, -1):
             tf = frames[pos]
-            here = [_at(p, pos) for (f, _), p in first_prompts.items() if f == tf.frame_idx]
+            here = [p.at(pos) for (f, _), p in first_prompts.items() if f == tf.frame_idx]
             t0 = time.perf_counter()
             outputs, timings = session.step(pos, cache.get(pos), here)
             new = [m for m in session.to_tracking_masks(outputs)
@@ -256,11 +255,6 @@ class Sam2Loader(TrackingModelLoader):
             tf.processing_time += time.perf_counter() - t0
             for k, v in timings.stages.items():
                 tf.timings[f"backward_{k}"] = tf.timings.get(f"backward_{k}", 0.0) + v
-
-
-def _at(p: Prompt, pos: int) -> Prompt:
-    """The same prompt addressed to a session position instead of a source frame index."""
-    return Prompt(pos, p.object_id, p.mask, p.box, p.points, p.labels)
 
 
 def _first_prompt_per_object(prompts: list[Prompt]) -> dict[int, int]:

@@ -198,6 +198,11 @@ def detect_meta_size(state_dict: dict[str, torch.Tensor]) -> tuple[str, str]:
     return size, version
 
 
+def _first_line(e: BaseException) -> str:
+    text = str(e).strip()
+    return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
@@ -207,7 +212,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch/safetensors raise many types for a bad file
-        raise WeightsError(f"cannot read checkpoint {path}: {type(e).__name__}: {str(e).splitlines()[0][:200]}; "
+        raise WeightsError(f"cannot read checkpoint {path}: {_first_line(e)}; "
                            "is it a SAM 2.1 .pt/.safetensors file?") from None
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
         sd = sd["model"]
@@ -266,6 +271,9 @@ def load_sam2_model(
 def _from_pretrained(
     ref: str, *, cache_dir: str | Path | None, local_only: bool, what: str, size: str | None = None
 ) -> Sam2VideoModel:
+    from transformers.utils import logging as hf_logging
+
+    hf_logging.disable_progress_bar()  # our CLI draws its own progress; theirs would break one-line errors
     try:
         return Sam2VideoModel.from_pretrained(ref, cache_dir=cache_dir, local_files_only=local_only)
     except (OSError, ValueError) as e:
@@ -275,7 +283,7 @@ def _from_pretrained(
                 f"weights for {what} are not in the local cache; download them with --download (or "
                 f"`huggingface-cli download {ref}`), or pass --checkpoint PATH to {meta} or a transformers folder"
             ) from None
-        raise WeightsError(f"cannot load SAM 2 weights from {what}: {str(e).splitlines()[0][:200]}") from None
+        raise WeightsError(f"cannot load SAM 2 weights from {what}: {_first_line(e)}") from None
 
 
 def save_pretrained(model: Sam2VideoModel, folder: str | Path) -> None:
