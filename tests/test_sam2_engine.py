@@ -76,7 +76,7 @@ def test_track_checks_arguments(tiny_model):
 
 def test_streaming_equals_whole_video(sam2_loader):
     frames = moving_shapes(16)
-    box, disc = shape_masks()
+    box, _disc = shape_masks()
     prompts = [Prompt.from_mask(0, 1, box), Prompt.from_box(0, 2, (110, 55, 140, 80))]
     streamed = list(sam2_loader.stream(frames, prompts))
     whole = sam2_loader.track_video(frames, prompts)
@@ -146,8 +146,8 @@ def test_objects_are_tracked_independently(sam2_loader):
 
 def test_object_added_mid_video_is_tracked_backward_too(sam2_loader):
     frames = moving_shapes(14)
-    box, disc = shape_masks()
-    yy, xx = np.mgrid[:96, :160]
+    box, _disc = shape_masks()
+    _yy, _xx = np.mgrid[:96, :160]
     late_mask = np.zeros((96, 160), bool)
     late_mask[60:80, 60:90] = True
     prompts = [Prompt.from_mask(0, 1, box), Prompt.from_mask(6, 2, late_mask)]
@@ -207,7 +207,7 @@ def test_prompt_validation_messages(sam2_loader):
 
 def test_live_tracker_accepts_prompts_at_any_time(sam2_loader):
     frames = moving_shapes(6)
-    box, disc = shape_masks()
+    box, _disc = shape_masks()
     live = sam2_loader.open_stream(96, 160)
     live.add_prompt(Prompt.from_mask(0, 1, box))
     outs = [live.process(frames[0]), live.process(frames[1])]

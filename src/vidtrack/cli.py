@@ -11,7 +11,7 @@ import resource
 import sys
 import time
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 from rich.console import Console
@@ -134,7 +134,7 @@ def models(
     """List the model catalogue and which weights are available locally."""
     from vidtrack.catalog import CATALOGUE
 
-    rows = []
+    rows: list[dict[str, Any]] = []
     for spec in CATALOGUE.values():
         rows.append({"name": spec.name, "family": spec.family, "size": spec.size, "params_m": spec.params_m,
                      "weights": spec.hub_id, "local": _weights_local(spec.family, spec.hub_id, cache_dir)})

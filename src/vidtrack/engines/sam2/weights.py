@@ -22,7 +22,7 @@ from vidtrack.errors import WeightsError
 
 # --- configs ---------------------------------------------------------------------------------------------
 
-_HIERA = {
+_HIERA: dict[str, dict[str, Any]] = {
     "tiny": {},  # the transformers defaults are hiera-tiny
     "small": {"blocks_per_stage": [1, 2, 11, 2], "global_attention_blocks": [7, 10, 13]},
     "base-plus": {
@@ -265,7 +265,7 @@ def load_sam2_model(
     else:
         model = _from_pretrained(hub_id, cache_dir=cache_dir, local_only=not download,
                                  what=f"{hub_id}", size=size)
-    return model.to(device=device, dtype=dtype).eval()
+    return model.to(device=device, dtype=dtype).eval()  # type: ignore[call-arg]
 
 
 def _from_pretrained(
