@@ -167,6 +167,11 @@ def test_object_added_mid_video_is_tracked_backward_too(sam2_loader):
     for k, f in enumerate(ref.frames[1:], start=1):
         assert f.mask_for(2).to_rle() == whole.frames[6 - k].mask_for(2).to_rle()
 
+    only_late = sam2_loader.track_video(frames, [Prompt.from_mask(6, 2, late_mask)])
+    assert all(f.object_ids == [2] for f in only_late.frames)  # the first prompt need not be on frame 0
+    for a, b in zip(only_late.frames, whole.frames, strict=True):
+        assert a.mask_for(2).to_rle() == b.mask_for(2).to_rle()
+
     no_back = create_tracking_loader("sam2.1-tiny", TrackingConfig(device="cpu", backward=False))
     no_back.load(model=sam2_loader.engine.model)
     assert [f.object_ids for f in no_back.track_video(frames, prompts).frames[:6]] == [[1]] * 6

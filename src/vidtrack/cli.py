@@ -122,7 +122,8 @@ def track(
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     err.print(
         f"[green]done[/]: {summary['frames']} frames, {summary['objects']} objects, {summary['fps']} fps, "
-        f"peak RSS {summary['peak_rss_mb']} MiB -> {path}"
+        f"peak RSS {summary['peak_rss_mb']} MiB -> {path}",
+        soft_wrap=True,
     )
 
 

@@ -208,7 +208,7 @@ class Sam2Loader(TrackingModelLoader):
         src = open_source(source, stride=stride, start=start, end=end)
         height, width = src.probe_size()
         first_prompt = _first_prompt_per_object(plist)
-        late = {o: f for o, f in first_prompt.items() if f > min(first_prompt.values(), default=0)}
+        late = {o: f for o, f in first_prompt.items() if f > start}  # first prompted after the first frame
         frames: list[TrackingFrame] = []
         with _FrameCache(max(late.values(), default=-1) if self.config.backward else -1) as cache:
             for tf in self._forward(src, plist, frame_cache=cache):
@@ -232,7 +232,8 @@ class Sam2Loader(TrackingModelLoader):
         """Track objects first prompted after the first frame back to the first frame, in one reverse pass.
 
         Each such object is conditioned on its first prompt (reached while going backward); objects prompted
-        on the first frame need no backward pass.
+        on the first frame need no backward pass. Tracking backward from a prompt equals tracking the reversed
+        clip forward from it (tested).
         """
         if not late:
             return

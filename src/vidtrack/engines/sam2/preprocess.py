@@ -34,8 +34,8 @@ def preprocess_frame(
 ) -> torch.Tensor:
     """(H, W, 3) uint8 RGB -> normalised (3, S, S) tensor."""
     if resize == "official":
-        resized = np.asarray(Image.fromarray(frame).resize((image_size, image_size)))
-        x = torch.from_numpy(np.ascontiguousarray(resized)).to(device).permute(2, 0, 1).float() / 255.0
+        resized = np.array(Image.fromarray(frame).resize((image_size, image_size)))
+        x = torch.from_numpy(resized).to(device).permute(2, 0, 1).float() / 255.0
     else:
         t = torch.from_numpy(np.ascontiguousarray(frame)).to(device).permute(2, 0, 1).unsqueeze(0)
         if t.device.type == "cpu":
