@@ -248,3 +248,17 @@ def test_catalogue_names(name, canonical):
     from vidtrack.catalog import resolve_model
 
     assert resolve_model(name).name == canonical
+
+
+def test_bfloat16_model_runs_end_to_end(tiny_model):
+    """The dtype plumbing used on GPUs (bf16 weights, fp32 masks), checked on the CPU."""
+    import copy
+
+    loader = create_tracking_loader("sam2.1-tiny", TrackingConfig(device="cpu", dtype="bfloat16"))
+    loader.load(model=copy.deepcopy(tiny_model))
+    assert next(loader.engine.model.parameters()).dtype == torch.bfloat16
+    frames = moving_shapes(6)
+    box, _ = shape_masks()
+    result = loader.track_video(frames, [Prompt.from_mask(0, 1, box), Prompt.from_points(0, 2, [[130, 67]])])
+    assert [f.object_ids for f in result.frames] == [[1, 2]] * 6
+    np.testing.assert_array_equal(result.frames[0].mask_for(1).mask, _official_prompt_frame_output(box, 128))

@@ -156,6 +156,8 @@ class Sam2Engine:
         if mask_input is not None and tuple(mask_input.shape[-2:]) != self.low_res_size:
             mask_input = F.interpolate(mask_input.float(), size=self.low_res_size, mode="bilinear",
                                        align_corners=False, antialias=True)
+        if mask_input is not None:
+            mask_input = mask_input.to(self.dtype)
         sparse, dense = self.model.prompt_encoder(
             input_points=point_coords, input_labels=point_labels, input_boxes=None, input_masks=mask_input
         )
@@ -413,7 +415,7 @@ class Sam2Session:
                                 antialias=True)
             _, _, tokens, dec_logit = eng.sam_heads(
                 eng.top_feature_map(feats, add_no_memory=False), feats,
-                mask_input=eng.model.mask_downsample(mask_in), multimask=False,
+                mask_input=eng.model.mask_downsample(mask_in.to(eng.dtype)), multimask=False,
             )
             ptr = eng.object_pointer(tokens[:, 0], dec_logit > thr)
             present = mask_in.flatten(1).gt(0).any(dim=1, keepdim=True)
