@@ -161,6 +161,20 @@ def _weights_local(family: str, ref: str, cache_dir: str | None) -> bool:
         return False
 
 
+# Commands that live in their own modules register themselves here (each module has `register(app)`).
+COMMAND_MODULES: list[str] = []
+
+
+def _register_commands() -> None:
+    import importlib
+
+    for name in COMMAND_MODULES:
+        importlib.import_module(name).register(app)
+
+
+_register_commands()
+
+
 def main(argv: list[str] | None = None) -> None:
     """Entry point: user errors become one line and exit status 2."""
     try:
