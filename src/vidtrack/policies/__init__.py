@@ -6,9 +6,10 @@ from typing import Any
 
 from vidtrack.errors import InputError
 from vidtrack.policies.base import Candidates, MemoryPolicy
+from vidtrack.policies.samurai import SamuraiPolicy
 from vidtrack.policies.vanilla import VanillaPolicy
 
-POLICIES: dict[str, type[MemoryPolicy]] = {"vanilla": VanillaPolicy}
+POLICIES: dict[str, type[MemoryPolicy]] = {"vanilla": VanillaPolicy, "samurai": SamuraiPolicy}
 
 
 def make_policy(name: str, **options: Any) -> MemoryPolicy:
@@ -20,4 +21,4 @@ def make_policy(name: str, **options: Any) -> MemoryPolicy:
     return cls(**options)
 
 
-__all__ = ["POLICIES", "Candidates", "MemoryPolicy", "VanillaPolicy", "make_policy"]
+__all__ = ["POLICIES", "Candidates", "MemoryPolicy", "SamuraiPolicy", "VanillaPolicy", "make_policy"]

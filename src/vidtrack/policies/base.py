@@ -63,6 +63,9 @@ class MemoryPolicy:
     def frame_metadata(self, track: ObjectTrack, frame_idx: int, cands: Candidates, chosen: int) -> dict[str, Any]:
         return {}
 
+    def record_stored(self, track: ObjectTrack, rec: FrameRecord) -> None:
+        """Called once the frame's record is in the bank (e.g. to admit it to a running memory window)."""
+
     # --- memory read ---------------------------------------------------------------------------------------
     def memory_frames(self, track: ObjectTrack, frame_idx: int) -> list[tuple[int, FrameRecord]]:
         """(temporal slot, record) pairs for memory attention.

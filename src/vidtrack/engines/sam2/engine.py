@@ -338,6 +338,7 @@ class Sam2Session:
                 to_memorise.append((track, rec, hi, False))
             else:
                 continue
+            self.policy.record_stored(track, rec)
             outputs.append(out)
 
         t0 = time.perf_counter()
