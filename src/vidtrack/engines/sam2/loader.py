@@ -86,6 +86,7 @@ class Sam2Loader(TrackingModelLoader):
     def __init__(self, spec: ModelSpec, config: TrackingConfig) -> None:
         super().__init__(spec, config)
         self.engine: Sam2Engine | None = None
+        self.last_session: Sam2Session | None = None
         self.device = resolve_device(config.device)
         self.dtype = resolve_dtype(config.dtype, self.device)
         if config.resize not in ("transformers", "official"):
@@ -119,6 +120,7 @@ class Sam2Loader(TrackingModelLoader):
 
     def unload(self) -> None:
         self.engine = None
+        self.last_session = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -161,6 +163,7 @@ class Sam2Loader(TrackingModelLoader):
             by_frame[p.frame_idx].append(p)
         height, width = src.probe_size()
         session = eng.new_session(self.new_policy(), height, width, num_frames=src.num_frames)
+        self.last_session = session  # for inspection (state size); bounded, released by unload()
         pos = 0
         seen_prompt_frames: set[int] = set()
         try:

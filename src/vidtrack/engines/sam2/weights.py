@@ -61,6 +61,22 @@ def sam2_config(size: str, *, version: str = "2.1") -> Sam2VideoConfig:
     )
 
 
+def with_image_size(config: Sam2VideoConfig, image_size: int) -> Sam2VideoConfig:
+    """The same architecture at another input size. Five fields must agree (reference note §4): the model,
+    backbone and prompt-encoder sizes, the FPN feature sizes (S/4, S/8, S/16) and the RoPE grid (S/16).
+    Pretrained weights run at other sizes (Hiera interpolates its position embedding) but were trained at 1024."""
+    if image_size % 32:
+        raise WeightsError(f"image size must be a multiple of 32; got {image_size}")
+    s = image_size
+    d = config.to_dict()
+    d["image_size"] = s
+    d["vision_config"]["backbone_config"]["image_size"] = [s, s]
+    d["vision_config"]["backbone_feature_sizes"] = [[s // 4, s // 4], [s // 8, s // 8], [s // 16, s // 16]]
+    d["prompt_encoder_config"]["image_size"] = s
+    d["memory_attention_rope_feat_sizes"] = [s // 16, s // 16]
+    return Sam2VideoConfig.from_dict(d)
+
+
 def tiny_test_config(image_size: int = 128) -> Sam2VideoConfig:
     """A 1.4 M-parameter SAM 2.1-shaped config for tests and speed-only benchmarks (64-256 px).
 

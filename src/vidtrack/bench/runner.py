@@ -1,0 +1,224 @@
+"""Run a tracker over a real or generated video and measure it.
+
+Reported per case: end-to-end FPS (wall time of the tracking loop, decoding included), per-stage seconds
+(decode, image encoder, memory attention, decoder, memory encoder, policy), per-frame latency percentiles,
+peak RSS of the process and peak GPU memory, and the engine's state size at the end (bounded-memory check).
+With random weights the figures are labelled ``speed_only``: they say nothing about accuracy.
+"""
+
+from __future__ import annotations
+
+import gc
+import itertools
+import platform
+import resource
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import asdict, dataclass, field
+from typing import Any
+
+import numpy as np
+import torch
+
+from vidtrack.api import TrackingConfig, create_tracking_loader
+from vidtrack.catalog import resolve_model
+from vidtrack.errors import InputError
+from vidtrack.types import Prompt
+
+STAGES = ("decode", "image_encoder", "memory_attention", "decoder", "memory_encoder", "policy")
+
+
+@dataclass
+class BenchCase:
+    """One measured configuration.
+
+    ``arch`` is a SAM 2.1 size (``tiny`` ... ``large``, random weights at that size) or ``test`` (the 1.4 M
+    parameter test config); ``checkpoint`` uses real weights instead. ``source`` is a video path, or None to
+    generate ``frames`` frames of ``height`` x ``width`` with ``objects`` moving shapes.
+    """
+
+    model: str = "sam2.1-tiny"
+    arch: str = "test"
+    image_size: int | None = None
+    checkpoint: str | None = None
+    source: str | None = None
+    frames: int = 50
+    objects: int = 1
+    height: int = 480
+    width: int = 854
+    device: str = "cpu"
+    dtype: str = "float32"
+    warmup: int = 3
+    seed: int = 0
+    policy_options: dict[str, Any] = field(default_factory=dict)
+
+
+def synthetic_video(num_frames: int, height: int, width: int, objects: int, seed: int = 0) -> Iterator[np.ndarray]:
+    """Textured background with ``objects`` coloured rectangles moving on their own paths, frame by frame."""
+    rng = np.random.default_rng(seed)
+    bg = rng.integers(0, 80, (height, width, 3), dtype=np.uint8)
+    colours = rng.integers(120, 255, (objects, 3), dtype=np.uint8)
+    starts = rng.uniform(0.2, 0.8, (objects, 2))
+    speeds = rng.uniform(-3, 3, (objects, 2))
+    bh, bw = max(height // 8, 4), max(width // 10, 4)
+    for t in range(num_frames):
+        f = bg.copy()
+        for k in range(objects):
+            cy = int((starts[k, 0] * height + speeds[k, 0] * t) % (height - bh))
+            cx = int((starts[k, 1] * width + speeds[k, 1] * t) % (width - bw))
+            f[cy : cy + bh, cx : cx + bw] = colours[k]
+        yield f
+
+
+def _first_frame_boxes(height: int, width: int, objects: int, seed: int) -> list[tuple[float, float, float, float]]:
+    frame = next(synthetic_video(1, height, width, objects, seed))
+    rng = np.random.default_rng(seed)
+    rng.integers(0, 80, (height, width, 3), dtype=np.uint8)  # same draws as synthetic_video
+    colours = rng.integers(120, 255, (objects, 3), dtype=np.uint8)
+    boxes = []
+    for k in range(objects):
+        ys, xs = np.nonzero((frame == colours[k]).all(axis=-1))
+        boxes.append((float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)))
+    return boxes
+
+
+def _build_model(case: BenchCase) -> Any:
+    from vidtrack.engines.sam2.weights import random_sam2_model, sam2_config, tiny_test_config, with_image_size
+
+    if case.arch == "test":
+        cfg = tiny_test_config(case.image_size or 128)
+    else:
+        cfg = sam2_config(case.arch)
+        if case.image_size:
+            cfg = with_image_size(cfg, case.image_size)
+    return random_sam2_model(cfg, seed=case.seed)
+
+
+def peak_rss_mb() -> float:
+    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss
+    return peak / 2**20 if sys.platform == "darwin" else peak / 1024
+
+
+def run_bench(case: BenchCase) -> dict[str, Any]:
+    """Measure one case; returns a JSON-ready dict."""
+    spec = resolve_model(case.model)
+    if spec.family == "yolo":
+        raise InputError("vidtrack bench measures the SAM 2 family here; YOLO is benchmarked by ultralytics")
+    cfg = TrackingConfig(device=case.device, dtype=case.dtype, checkpoint_path=case.checkpoint,
+                         policy_options=dict(case.policy_options), backward=False)
+    loader = create_tracking_loader(case.model, cfg)
+    loader.load(model=None if case.checkpoint else _build_model(case))  # type: ignore[call-arg]
+    engine = loader.engine  # type: ignore[attr-defined]
+    dev = engine.device
+    if dev.type == "cuda":
+        torch.cuda.reset_peak_memory_stats()
+
+    if case.source:
+        from vidtrack.sources import open_source
+
+        src = open_source(case.source, end=case.frames)
+        height, width = src.probe_size()
+        frames: Any = (f for _, f in src)
+        first = next(iter(open_source(case.source, end=1)))[1]
+        boxes = _boxes_from_first_frame(first, case.objects)
+    else:
+        height, width = case.height, case.width
+        frames = synthetic_video(case.frames, height, width, case.objects, case.seed)
+        boxes = _first_frame_boxes(height, width, case.objects, case.seed)
+    prompts = [Prompt.from_box(0, i + 1, b) for i, b in enumerate(boxes)]
+
+    latencies: list[float] = []
+    stages = dict.fromkeys(STAGES, 0.0)
+    gc.collect()
+    cpu_started = time.process_time()
+    started = time.perf_counter()
+    n = 0
+    started_steady = started
+    for tf in loader.stream(frames, prompts):
+        if n >= case.warmup:
+            latencies.append(tf.processing_time + tf.timings.get("decode", 0.0))
+            for k in STAGES:
+                stages[k] += tf.timings.get(k, 0.0)
+        if n + 1 == case.warmup:
+            started_steady = time.perf_counter()
+        n += 1
+    elapsed = time.perf_counter() - started
+    cpu_s = time.process_time() - cpu_started  # robust to other processes on the machine (not to spin-waits)
+    steady_frames = max(n - case.warmup, 0)
+    steady_s = time.perf_counter() - started_steady
+    state_bytes = _last_state_bytes(loader)
+    lat = np.array(latencies) if latencies else np.zeros(1)
+    result = {
+        "case": asdict(case),
+        "model": spec.name,
+        "policy": spec.policy,
+        "speed_only": case.checkpoint is None,
+        "frames": n,
+        "objects": case.objects,
+        "video": [height, width],
+        "image_size": engine.image_size,
+        "params_m": round(sum(p.numel() for p in engine.model.parameters()) / 1e6, 3),
+        "fps": n / elapsed if elapsed > 0 else 0.0,
+        "steady_fps": steady_frames / steady_s if steady_s > 0 and steady_frames else 0.0,
+        "ms_per_frame": 1000 * float(np.mean(lat)),
+        "cpu_ms_per_frame": 1000 * cpu_s / max(n, 1),
+        "latency_ms": {f"p{q}": 1000 * float(np.percentile(lat, q)) for q in (50, 90, 99)},
+        "stage_ms_per_frame": {k: 1000 * v / max(steady_frames, 1) for k, v in stages.items()},
+        "peak_rss_mb": round(peak_rss_mb(), 1),
+        "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if dev.type == "cuda" else None,
+        "state_kib": round(state_bytes / 1024, 1),
+    }
+    loader.unload()
+    return result
+
+
+def _boxes_from_first_frame(frame: np.ndarray, objects: int) -> list[tuple[float, float, float, float]]:
+    h, w = frame.shape[:2]
+    return [(w * (0.1 + 0.8 * i / max(objects, 1)), h * 0.3, w * (0.1 + 0.8 * (i + 0.7) / max(objects, 1)), h * 0.7)
+            for i in range(objects)]
+
+
+def _last_state_bytes(loader: Any) -> int:
+    session = getattr(loader, "last_session", None)
+    return int(session.state_nbytes()) if session is not None else 0
+
+
+def run_sweep(base: BenchCase, **axes: list[Any]) -> list[dict[str, Any]]:
+    """Every combination of the given axes (e.g. ``model=[...], frames=[50, 400], objects=[1, 8]``)."""
+    keys = list(axes)
+    out = []
+    for values in itertools.product(*(axes[k] for k in keys)):
+        case = BenchCase(**{**asdict(base), **dict(zip(keys, values, strict=True))})
+        out.append(run_bench(case))
+    return out
+
+
+def machine_info() -> dict[str, Any]:
+    info: dict[str, Any] = {
+        "platform": platform.platform(),
+        "python": platform.python_version(),
+        "torch": torch.__version__,
+        "cpu_threads": torch.get_num_threads(),
+        "processor": platform.processor() or platform.machine(),
+        "date": time.strftime("%Y-%m-%d"),
+    }
+    if torch.cuda.is_available():
+        info["gpu"] = torch.cuda.get_device_name(0)
+    return info
+
+
+def markdown_table(results: list[dict[str, Any]]) -> str:
+    head = ("| model | arch | px | frames | objects | dtype | device | FPS | ms/frame p50 | enc | mem-attn | dec | "
+            "mem-enc | policy | peak RSS MB | peak GPU MB | state KiB |")
+    rows = [head, "|" + "---|" * (head.count("|") - 1)]
+    for r in results:
+        c, s = r["case"], r["stage_ms_per_frame"]
+        rows.append(
+            f"| {r['model']} | {c['arch'] if not c['checkpoint'] else 'weights'} | {r['image_size']} | {r['frames']} | "
+            f"{r['objects']} | {c['dtype']} | {c['device']} | {r['steady_fps']:.2f} | {r['latency_ms']['p50']:.1f} | "
+            f"{s['image_encoder']:.1f} | {s['memory_attention']:.1f} | {s['decoder']:.1f} | "
+            f"{s['memory_encoder']:.1f} | "
+            f"{s['policy']:.1f} | {r['peak_rss_mb']} | {r['peak_gpu_mb'] or '-'} | {r['state_kib']} |"
+        )
+    return "\n".join(rows)

@@ -1,0 +1,80 @@
+"""``vidtrack bench``: speed and memory of trackers, as JSON and a markdown table."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from vidtrack.errors import InputError
+
+
+def _csv(text: str, cast: type = str) -> list:
+    try:
+        return [cast(v.strip()) for v in text.split(",") if v.strip()]
+    except ValueError:
+        raise InputError(f"cannot parse list {text!r}: expected comma-separated values") from None
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def bench(
+        models: Annotated[str, typer.Option(help="comma-separated model names")] = "sam2.1-tiny",
+        arch: Annotated[str, typer.Option(help="random weights at: test (1.4 M params), tiny, small, base-plus, "
+                                               "large; ignored with --checkpoint")] = "test",
+        checkpoint: Annotated[str | None, typer.Option(help="real weights (Meta .pt or transformers folder)")] = None,
+        source: Annotated[str | None, typer.Option(help="video to run on (default: generated moving shapes)")] = None,
+        frames: Annotated[str, typer.Option(help="comma-separated video lengths")] = "50",
+        objects: Annotated[str, typer.Option(help="comma-separated object counts")] = "1",
+        image_size: Annotated[str, typer.Option(help="comma-separated model input sizes (0 = the arch's own)")] = "0",
+        resolution: Annotated[str, typer.Option(help="generated video size HxW")] = "480x854",
+        device: Annotated[str, typer.Option(help="comma-separated devices")] = "cpu",
+        dtype: Annotated[str, typer.Option(help="comma-separated dtypes")] = "float32",
+        warmup: Annotated[int, typer.Option(help="frames excluded from steady-state figures")] = 3,
+        json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
+        md_out: Annotated[Path | None, typer.Option("--md", help="write a markdown table here")] = None,
+        compare: Annotated[Path | None, typer.Option(help="earlier --json file: print FPS ratios")] = None,
+    ) -> None:
+        """Benchmark trackers (random weights unless --checkpoint: figures are then speed-only)."""
+        from rich.console import Console
+
+        from vidtrack.bench.runner import BenchCase, machine_info, markdown_table, run_sweep
+        from vidtrack.export.atomic import atomic_write
+
+        try:
+            h, w = (int(v) for v in resolution.lower().split("x"))
+        except ValueError:
+            raise InputError(f"--resolution must be HxW, e.g. 480x854; got {resolution!r}") from None
+        base = BenchCase(arch=arch, checkpoint=checkpoint, source=source, height=h, width=w, warmup=warmup)
+        sizes = [s or None for s in _csv(image_size, int)]
+        results = run_sweep(base, model=_csv(models), frames=_csv(frames, int), objects=_csv(objects, int),
+                            image_size=sizes, device=_csv(device), dtype=_csv(dtype))
+        table = markdown_table(results)
+        console = Console()
+        console.print(table, soft_wrap=True, highlight=False)
+        payload = {"machine": machine_info(), "results": results}
+        if json_out:
+            with atomic_write(json_out) as f:
+                json.dump(payload, f, indent=1)
+        if md_out:
+            with atomic_write(md_out) as f:
+                f.write(table + "\n")
+        if compare:
+            try:
+                old = json.loads(compare.read_text())["results"]
+            except (OSError, ValueError, KeyError) as e:
+                raise InputError(f"cannot read --compare file {compare}: {e}") from None
+
+            def key(r: dict) -> tuple:
+                c = r["case"]
+                return (r["model"], c["arch"], r["image_size"], r["frames"], r["objects"], c["device"], c["dtype"])
+
+            before = {key(r): r for r in old}
+            for r in results:
+                o = before.get(key(r))
+                if o:
+                    fps_ratio = r["steady_fps"] / max(o["steady_fps"], 1e-9)
+                    rss_ratio = r["peak_rss_mb"] / max(o["peak_rss_mb"], 1e-9)
+                    console.print(f"{' '.join(map(str, key(r)))}: FPS x{fps_ratio:.3f}, peak RSS x{rss_ratio:.3f}")
