@@ -166,3 +166,25 @@ def test_console_script_exit_code(tmp_path):
     assert proc.returncode == 2
     assert proc.stderr.strip().startswith("error: video not found")
     assert "Traceback" not in proc.stderr
+
+
+def test_track_writes_several_formats(video, tmp_path, tiny_checkpoint_dir, capsys):
+    box, disc = shape_masks()
+    png = palette_png(tmp_path / "00000.png", {1: box, 2: disc})
+    code, _, err = run_cli(["track", str(video), "--checkpoint", str(tiny_checkpoint_dir), "--mask", str(png),
+                            "--out", str(tmp_path / "out"), "-q", "--device", "cpu",
+                            "--format", "rle-json,davis-png,overlay-mp4"], capsys)
+    assert code == 0, err
+    out = tmp_path / "out"
+    result = read_rle_json(out / "masks.json")
+    pngs = sorted((out / "davis").glob("*.png"))
+    assert len(pngs) == 12
+    first = np.asarray(Image.open(pngs[0]))
+    assert Image.open(pngs[0]).mode == "P"
+    np.testing.assert_array_equal(first == 1, result.frames[0].mask_for(1).mask)  # lowest id wins overlaps
+    with av.open(str(out / "overlay.mp4")) as c:
+        n = sum(1 for _ in c.decode(video=0))
+    assert n == 12
+    assert set(json.loads((out / "summary.json").read_text())["outputs"]) == {"rle-json", "davis-png", "overlay-mp4"}
+    assert "unknown" in _error(["track", str(video), "--checkpoint", str(tiny_checkpoint_dir), "--mask", str(png),
+                                "--out", str(tmp_path / "o2"), "-q", "--format", "rle-json,bogus"], capsys).lower()

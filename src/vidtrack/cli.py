@@ -55,10 +55,13 @@ def track(
     backward: Annotated[bool, typer.Option(help="track later-prompted objects back to the first frame")] = True,
     resize: Annotated[str, typer.Option(help="frame resize: transformers or official")] = "transformers",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    formats: Annotated[str, typer.Option("--format", "-f", help="output formats, comma-separated: rle-json, "
+                                         "rle-jsonl, ytvis-json, davis-png, sav-png, mots-txt, mot-txt, box-txt, "
+                                         "overlay-mp4")] = "rle-json",
 ) -> None:
-    """Track objects through a video and write COCO-RLE JSON (masks.json) to --out."""
+    """Track objects through a video and write the chosen formats (default: COCO-RLE JSON masks.json) to --out."""
     from vidtrack.api import TrackingConfig, check_prompts, create_tracking_loader
-    from vidtrack.export import write_rle_json
+    from vidtrack.cli_export import check_formats, write_formats
     from vidtrack.prompt_files import load_prompts_json, mask_prompts, parse_box, parse_points
     from vidtrack.sources import open_source
 
@@ -78,6 +81,7 @@ def track(
     height, width = src.probe_size()
     for p in check_prompts(plist):  # check everything now, before loading weights
         p.validate(height, width, source=f"{source}")
+    check_formats(formats, src)
     config = TrackingConfig(model_id=model, device=device, dtype=dtype, checkpoint_path=checkpoint,
                             cache_dir=cache_dir, download=download, backward=backward, resize=resize)
     loader = create_tracking_loader(model, config)
@@ -100,7 +104,8 @@ def track(
 
         result = loader.track_video(src, plist, progress=progress)
     out_dir.mkdir(parents=True, exist_ok=True)
-    path = write_rle_json(result, out_dir / "masks.json", source=str(source))
+    paths = write_formats(result, out_dir, formats, source=source, info={"source": str(source)})
+    path = paths.get("rle-json") or next(iter(paths.values()))
     loader.unload()
 
     summary = {
@@ -111,6 +116,7 @@ def track(
         "load_seconds": round(load_s, 3),
         "peak_rss_mb": round(_peak_rss_mb(), 1),
         "output": str(path),
+        "outputs": {k: str(v) for k, v in paths.items()},
     }
     try:
         import torch
@@ -162,7 +168,7 @@ def _weights_local(family: str, ref: str, cache_dir: str | None) -> bool:
 
 
 # Commands that live in their own modules register themselves here (each module has `register(app)`).
-COMMAND_MODULES: list[str] = []
+COMMAND_MODULES: list[str] = ["vidtrack.cli_export", "vidtrack.cli_bench"]
 
 
 def _register_commands() -> None:
