@@ -262,3 +262,10 @@ def test_bfloat16_model_runs_end_to_end(tiny_model):
     result = loader.track_video(frames, [Prompt.from_mask(0, 1, box), Prompt.from_points(0, 2, [[130, 67]])])
     assert [f.object_ids for f in result.frames] == [[1, 2]] * 6
     np.testing.assert_array_equal(result.frames[0].mask_for(1).mask, _official_prompt_frame_output(box, 128))
+
+
+def test_policies_not_in_this_release_say_so():
+    from vidtrack import ModelNotFoundError
+
+    with pytest.raises(ModelNotFoundError, match="sam2long-large: the sam2long memory policy is not available"):
+        create_tracking_loader("sam2-long")
