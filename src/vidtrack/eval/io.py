@@ -1,0 +1,163 @@
+"""Small readers and writers for evaluation data: DAVIS palette PNGs, SA-V per-object PNGs, box text files.
+
+* A **label PNG** is one frame of a DAVIS-style folder: pixel value = object id, 0 = background. Palette
+  (``P``) PNGs are read as their indices. DAVIS-2016 ground truth is 8-bit greyscale with 0/255, where 255 is
+  *the object* (not void): an ``L`` image whose only values are 0 and 255 is read as ids 0/1 (reference note
+  §1.1: davis2017 misreads these as all-void). Other ``L``/``I;16`` images are read as ids. RGB images are
+  refused: colours are not ids.
+* A **per-object PNG** (SA-V ``<video>/<obj>/<frame>.png``) is binary: every non-zero pixel is the object.
+* Written label PNGs use the DAVIS/PASCAL-VOC palette; overlapping masks are resolved with the lowest id on
+  top, as SAM 2's ``vos_inference.py`` does (it paints ids in descending order).
+* **Box files** hold one ``x,y,w,h`` row per frame, separated by commas, tabs or spaces (OTB mixes them).
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Mapping
+from functools import cache
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+from vidtrack.errors import InputError
+from vidtrack.export.atomic import atomic_write
+
+__all__ = [
+    "compose_labels",
+    "davis_palette",
+    "read_boxes",
+    "read_flags",
+    "read_label_png",
+    "read_object_png",
+    "write_boxes",
+    "write_label_png",
+]
+
+
+@cache
+def davis_palette() -> tuple[int, ...]:
+    """The 256-colour PASCAL VOC / DAVIS palette (bit-interleaved colormap of davis2017 ``color_map``)."""
+    out = []
+    for i in range(256):
+        r = g = b = 0
+        c = i
+        for j in range(8):
+            r |= ((c >> 0) & 1) << (7 - j)
+            g |= ((c >> 1) & 1) << (7 - j)
+            b |= ((c >> 2) & 1) << (7 - j)
+            c >>= 3
+        out += [r, g, b]
+    return tuple(out)
+
+
+def _open(path: Path) -> Image.Image:
+    try:
+        img = Image.open(path)
+        img.load()
+    except FileNotFoundError:
+        raise InputError(f"mask file not found: {path}") from None
+    except (OSError, ValueError) as e:
+        raise InputError(f"cannot read mask {path}: {e}") from None
+    return img
+
+
+def read_label_png(path: str | Path) -> np.ndarray:
+    """A label map (uint8 or int32) from a palette/greyscale/16-bit PNG; see the module docstring."""
+    p = Path(path)
+    img = _open(p)
+    if img.mode in ("P", "1"):
+        return np.asarray(img).astype(np.uint8)
+    if img.mode == "L":
+        arr = np.asarray(img)
+        values = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
+        if values.size and set(values.tolist()) <= {0, 255} and 255 in values:
+            return (arr == 255).astype(np.uint8)  # DAVIS-2016 binary ground truth: 255 is the object
+        return arr
+    if img.mode in ("I", "I;16", "I;16B", "I;16L"):
+        return np.asarray(img).astype(np.int32)
+    raise InputError(
+        f"{p} is a {img.mode} image; label masks must be palette (P) or greyscale PNGs whose values are object ids "
+        "(convert colour masks to a palette PNG)"
+    )
+
+
+def read_object_png(path: str | Path) -> np.ndarray:
+    """A binary mask (every non-zero pixel) from a per-object PNG of any mode."""
+    img = _open(Path(path))
+    arr = np.asarray(img)
+    return np.asarray(arr.any(axis=-1) if arr.ndim == 3 else arr > 0, dtype=bool)
+
+
+def compose_labels(masks: Mapping[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:
+    """Label map from per-object masks; where masks overlap the lowest id wins (SAM 2 / DAVIS export)."""
+    ids = sorted(masks)
+    if ids and (ids[0] < 0 or ids[-1] > 65535):
+        raise InputError(f"object ids must be in 0..65535 for a label map; got {ids[0]}..{ids[-1]}")
+    out = np.zeros(shape, dtype=np.uint8 if not ids or ids[-1] < 256 else np.int32)
+    for oid in reversed(ids):
+        m = np.asarray(masks[oid], dtype=bool)
+        if m.shape != tuple(shape):
+            raise InputError(f"mask of object {oid} is {m.shape[1]}x{m.shape[0]} but the frame is "
+                             f"{shape[1]}x{shape[0]} (WxH)")
+        out[m] = oid
+    return out
+
+
+def write_label_png(path: str | Path, labels: np.ndarray) -> Path:
+    """Write a DAVIS palette PNG (ids 0..255) atomically."""
+    if labels.size and int(labels.max()) > 255:
+        raise InputError(f"a palette PNG holds ids up to 255; got {int(labels.max())} (use the per-object layout)")
+    img = Image.fromarray(np.asarray(labels, dtype=np.uint8), mode="P")
+    img.putpalette(list(davis_palette()))
+    with atomic_write(path, "wb") as f:
+        img.save(f, format="PNG")
+    return Path(path)
+
+
+_SPLIT = re.compile(r"[,\s]+")
+
+
+def read_boxes(path: str | Path) -> np.ndarray:
+    """``(N, 4)`` float64 boxes ``x, y, w, h`` from a text file (comma, tab or space separated; ``nan`` kept)."""
+    p = Path(path)
+    try:
+        lines = p.read_text().splitlines()
+    except OSError as e:
+        raise InputError(f"cannot read box file {p}: {e}") from None
+    rows = []
+    for n, line in enumerate(lines, 1):
+        text = line.strip()
+        if not text:
+            continue
+        try:
+            vals = [float(v) for v in _SPLIT.split(text) if v]
+        except ValueError:
+            raise InputError(f"{p}:{n}: expected 4 numbers x,y,w,h; got {text!r}") from None
+        if len(vals) != 4:
+            raise InputError(f"{p}:{n}: expected 4 numbers x,y,w,h; got {len(vals)}")
+        rows.append(vals)
+    return np.asarray(rows, dtype=np.float64).reshape(-1, 4)
+
+
+def read_flags(path: str | Path) -> np.ndarray:
+    """Integer per-frame flags (LaSOT ``full_occlusion.txt``/``out_of_view.txt`` are one comma-separated line;
+    GOT-10k ``absence.label``/``cover.label`` are one value per line)."""
+    p = Path(path)
+    try:
+        text = p.read_text()
+    except OSError as e:
+        raise InputError(f"cannot read flag file {p}: {e}") from None
+    try:
+        return np.asarray([int(float(v)) for v in _SPLIT.split(text.strip()) if v], dtype=np.int64)
+    except ValueError:
+        raise InputError(f"{p}: expected integer flags separated by commas or new lines") from None
+
+
+def write_boxes(path: str | Path, boxes: np.ndarray) -> Path:
+    """One ``x,y,w,h`` line per frame (LaSOT / GOT-10k / TrackingNet result format), written atomically."""
+    with atomic_write(path) as f:
+        for row in np.asarray(boxes, dtype=np.float64).reshape(-1, 4):
+            f.write(",".join(f"{v:.10g}" for v in row) + "\n")
+    return Path(path)
