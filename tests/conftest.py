@@ -57,6 +57,46 @@ def shape_masks(height: int = 96, width: int = 160) -> tuple[np.ndarray, np.ndar
     return box, disc
 
 
+def write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
+    """Encode RGB frames as H.264 (yuv420p, crf 18) with PyAV: a real, lossy video file."""
+    import av
+
+    with av.open(str(path), "w") as c:
+        s = c.add_stream("libx264", rate=fps)
+        s.height, s.width = frames[0].shape[:2]
+        s.pix_fmt = "yuv420p"
+        s.options = {"crf": "18"}
+        for f in frames:
+            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
+                c.mux(pkt)
+        for pkt in s.encode():
+            c.mux(pkt)
+    return path
+
+
+def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
+    """Run `vidtrack ARGS` in-process through the real entry point; (exit code, stdout, stderr)."""
+    from vidtrack.cli import main
+
+    code = 0
+    try:
+        main(args)
+    except SystemExit as e:
+        code = int(e.code or 0)
+    captured = capsys.readouterr()
+    return code, captured.out, captured.err
+
+
+def error_line(args: list[str], capsys) -> str:
+    """Run a command that must fail as a user error: exit 2, one `error:` line, no traceback."""
+    code, out, err = run_cli(args, capsys)
+    assert code == 2, (out, err)
+    lines = [line for line in err.strip().splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error:"), err
+    assert "Traceback" not in err
+    return lines[0]
+
+
 @pytest.fixture(scope="session")
 def tiny_model():
     from vidtrack.engines.sam2.weights import random_sam2_model, tiny_test_config

@@ -13,27 +13,15 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import moving_shapes, shape_masks, shared_data
+from conftest import error_line as _error
+from conftest import moving_shapes, run_cli, shape_masks, shared_data, write_video
 from vidtrack import Prompt, TrackingConfig, create_tracking_loader
-from vidtrack.cli import main
 from vidtrack.export import read_rle_json
 from vidtrack.sources import open_source
 
 DAVIS_PALETTE = [0, 0, 0, 128, 0, 0, 0, 128, 0] + [0] * (768 - 9)
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int = 10) -> Path:
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.height, s.width = frames[0].shape[:2]
-        s.pix_fmt = "yuv420p"
-        s.options = {"crf": "18"}
-        for f in frames:
-            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
-    return path
 
 
 def palette_png(path: Path, masks: dict[int, np.ndarray]) -> Path:
@@ -52,14 +40,6 @@ def video(tmp_path_factory) -> Path:
     return write_video(tmp_path_factory.mktemp("vid") / "shapes.mp4", moving_shapes(12))
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
 def test_track_writes_rle_json_equal_to_the_api(video, tmp_path, tiny_checkpoint_dir, tiny_model, capsys):
@@ -94,13 +74,6 @@ def test_track_with_box_points_and_prompts_file(video, tmp_path, tiny_checkpoint
     assert result.frames[0].object_ids == [2, 4, 9]  # object 9 was tracked backward from frame 3
 
 
-def _error(args, capsys) -> str:
-    code, out, err = run_cli(args, capsys)
-    assert code == 2, (out, err)
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    assert "Traceback" not in err
-    return lines[0]
 
 
 def test_bad_inputs_exit_2_with_one_line(video, tmp_path, tiny_checkpoint_dir, capsys):

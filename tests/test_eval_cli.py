@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import moving_shapes
-from vidtrack.cli import main
+from conftest import error_line as _error
+from conftest import moving_shapes, run_cli
 from vidtrack.eval import SAV, VOSDataset, score_vos
 from vidtrack.eval.io import read_label_png, write_label_png
 from vidtrack.eval.runner import _vos_prompts
@@ -47,22 +47,8 @@ def make_davis(root: Path, n: int = 6, seqs: tuple[str, ...] = ("s1", "s2"), lat
     return root
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
-def _error(args: list[str], capsys) -> str:
-    code, out, err = run_cli(args, capsys)
-    assert code == 2, (out, err)
-    lines = [ln for ln in err.strip().splitlines() if ln.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:") and "Traceback" not in err, err
-    return lines[0]
 
 
 @pytest.fixture()

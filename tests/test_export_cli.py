@@ -13,8 +13,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from conftest import moving_shapes
-from vidtrack.cli import main
+from conftest import error_line, moving_shapes, run_cli, write_video
 from vidtrack.cli_export import check_formats, write_formats
 from vidtrack.errors import InputError
 from vidtrack.export import FORMATS, read_result, write_rle_json
@@ -23,18 +22,6 @@ from vidtrack.types import TrackingFrame, TrackingMask, TrackingResult
 H, W, N, RATE = 96, 160, 12, 10
 
 
-def write_video(path: Path, frames: list[np.ndarray], fps: int = RATE) -> Path:
-    with av.open(str(path), "w") as c:
-        s = c.add_stream("libx264", rate=fps)
-        s.height, s.width = frames[0].shape[:2]
-        s.pix_fmt = "yuv420p"
-        s.options = {"crf": "18"}
-        for f in frames:
-            for pkt in s.encode(av.VideoFrame.from_ndarray(f, format="rgb24")):
-                c.mux(pkt)
-        for pkt in s.encode():
-            c.mux(pkt)
-    return path
 
 
 def decode(path: Path) -> tuple[list[np.ndarray], av.VideoStream | None, float]:
@@ -67,22 +54,8 @@ def masks_json(tmp_path) -> Path:
     return write_rle_json(shapes_result(list(range(N))), tmp_path / "masks.json", source="shapes.mp4")
 
 
-def run_cli(args: list[str], capsys) -> tuple[int, str, str]:
-    code = 0
-    try:
-        main(args)
-    except SystemExit as e:
-        code = int(e.code or 0)
-    captured = capsys.readouterr()
-    return code, captured.out, captured.err
 
 
-def error_line(args: list[str], capsys) -> str:
-    code, out, err = run_cli(args, capsys)
-    assert code == 2, (out, err)
-    lines = [line for line in err.strip().splitlines() if line.strip()]
-    assert len(lines) == 1 and lines[0].startswith("error:"), err
-    return lines[0]
 
 
 def test_export_writes_every_format(video, masks_json, tmp_path, capsys):

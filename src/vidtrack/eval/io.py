@@ -23,6 +23,7 @@ from PIL import Image
 
 from vidtrack.errors import InputError
 from vidtrack.export.atomic import atomic_write
+from vidtrack.export.base import davis_palette  # one palette for writing and scoring
 
 __all__ = [
     "compose_labels",
@@ -37,21 +38,6 @@ __all__ = [
 
 
 @cache
-def davis_palette() -> tuple[int, ...]:
-    """The 256-colour PASCAL VOC / DAVIS palette (bit-interleaved colormap of davis2017 ``color_map``)."""
-    out = []
-    for i in range(256):
-        r = g = b = 0
-        c = i
-        for j in range(8):
-            r |= ((c >> 0) & 1) << (7 - j)
-            g |= ((c >> 1) & 1) << (7 - j)
-            b |= ((c >> 2) & 1) << (7 - j)
-            c >>= 3
-        out += [r, g, b]
-    return tuple(out)
-
-
 def _open(path: Path) -> Image.Image:
     try:
         img = Image.open(path)
