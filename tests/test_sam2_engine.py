@@ -201,8 +201,10 @@ def test_prompt_validation_messages(sam2_loader):
         sam2_loader.track_video(frames, [Prompt.from_box(0, 1, (200, 10, 240, 50))])
     with pytest.raises(InputError, match="point lies outside"):
         sam2_loader.track_video(frames, [Prompt.from_points(0, 1, [[500, 5]])])
-    with pytest.raises(InputError, match="never reached"):
+    with pytest.raises(InputError, match="on frame 9, which is never processed"):
         sam2_loader.track_video(frames, [Prompt.from_box(9, 1, (10, 10, 40, 40))])
+    with pytest.raises(InputError, match="never reached"):  # length unknown in advance: checked at the end
+        sam2_loader.track_video(iter(frames), [Prompt.from_box(9, 1, (10, 10, 40, 40))])
     with pytest.raises(InputError, match="no prompts"):
         sam2_loader.track_video(frames, [])
     # a partially-outside box is clipped to the frame, not rejected
@@ -229,8 +231,17 @@ def test_stride_keeps_source_frame_indices(sam2_loader):
     box, _ = shape_masks()
     result = sam2_loader.track_video(frames, [Prompt.from_mask(2, 1, box)], stride=2, start=2)
     assert [f.frame_idx for f in result.frames] == [2, 4, 6, 8]
-    with pytest.raises(InputError, match="never reached"):
+    with pytest.raises(InputError, match=r"frame 3, which is never processed.*frames 0\.\.8 \(step 2\)"):
         sam2_loader.track_video(frames, [Prompt.from_mask(3, 1, box)], stride=2)
+
+
+def test_device_errors_are_clear():
+    if torch.cuda.is_available():
+        pytest.skip("this machine has a GPU")
+    with pytest.raises(InputError, match="no CUDA GPU is available"):
+        create_tracking_loader("sam2.1-tiny", TrackingConfig(device="cuda"))
+    with pytest.raises(InputError, match="unknown device 'gpu0'"):
+        create_tracking_loader("sam2.1-tiny", TrackingConfig(device="gpu0"))
 
 
 def test_unknown_model_name():

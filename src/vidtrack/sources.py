@@ -285,6 +285,15 @@ class FrameSource(ABC):
     fps: float | None
     is_live: bool
 
+    def planned_indices(self) -> range | None:
+        """The source frame indices that iteration will yield, when they are known in advance (files with a
+        frame count, folders, arrays); None otherwise. Lets callers reject a prompt on a frame that will never
+        come before any work is done."""
+        rng = getattr(self, "_range", None)
+        if rng is None or self.num_frames is None:
+            return None
+        return range(rng.start, rng.start + self.num_frames * rng.stride, rng.stride)
+
     def __init__(
         self,
         name: str,

@@ -36,9 +36,14 @@ def resolve_device(device: str) -> torch.device:
             return torch.device("mps")
         return torch.device("cpu")
     try:
-        return torch.device(device)
+        dev = torch.device(device)
     except RuntimeError:
         raise InputError(f"unknown device {device!r}; use auto, cpu, cuda or cuda:N") from None
+    if dev.type == "cuda" and not torch.cuda.is_available():
+        raise InputError(f"device {device!r} asked for, but no CUDA GPU is available here; use --device cpu (or auto)")
+    if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
+        raise InputError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) are visible")
+    return dev
 
 
 def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
@@ -158,8 +163,15 @@ class Sam2Loader(TrackingModelLoader):
         eng = self._engine()
         if not prompts:
             raise InputError("no prompts: give at least one mask, box or points prompt")
+        planned = src.planned_indices()
         by_frame: dict[int, list[Prompt]] = defaultdict(list)
         for p in prompts:
+            if planned is not None and p.frame_idx not in planned:
+                raise InputError(
+                    f"prompt for object {p.object_id} is on frame {p.frame_idx}, which is never processed: "
+                    f"{src.name} yields frames {planned.start}..{planned[-1] if planned else planned.start} "
+                    f"(step {planned.step}); put the prompt on one of those frames"
+                )
             by_frame[p.frame_idx].append(p)
         height, width = src.probe_size()
         session = eng.new_session(self.new_policy(), height, width, num_frames=src.num_frames)
