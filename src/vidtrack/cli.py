@@ -15,6 +15,7 @@ from typing import Annotated, Any
 
 import typer
 from rich.console import Console
+from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
@@ -128,7 +129,7 @@ def track(
     (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
     err.print(
         f"[green]done[/]: {summary['frames']} frames, {summary['objects']} objects, {summary['fps']} fps, "
-        f"peak RSS {summary['peak_rss_mb']} MiB -> {path}",
+        f"peak RSS {summary['peak_rss_mb']} MiB -> {escape(str(path))}",
         soft_wrap=True,
     )
 
@@ -186,7 +187,7 @@ def main(argv: list[str] | None = None) -> None:
     try:
         app(args=argv, standalone_mode=False)
     except VidtrackError as e:
-        err.print(f"[red]error[/]: {e}", highlight=False, soft_wrap=True)
+        err.print(f"[red]error[/]: {escape(str(e))}", highlight=False, soft_wrap=True)  # [yolo] is not markup
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")

@@ -1,11 +1,15 @@
-"""YOLO11-seg backend (per-frame instance masks through ``ultralytics``, an optional extra)."""
+"""YOLO11-seg backend (per-frame instance masks through ``ultralytics``, an optional AGPL-3.0 extra).
+
+Nothing here imports ultralytics at package import: :func:`create_yolo_loader` only checks that it can be
+imported, and :mod:`vidtrack.engines.yolo.runtime` imports it (with the offline switches set) on ``load()``.
+The identity layer (:mod:`.identity`) and the fixture generator (:mod:`.synthetic`) need numpy/scipy only.
+"""
 
 from __future__ import annotations
 
-import importlib.util
 from typing import TYPE_CHECKING
 
-from vidtrack.errors import DependencyError, VidtrackError
+from vidtrack.engines.yolo.runtime import missing, ultralytics_available
 
 if TYPE_CHECKING:
     from vidtrack.api import TrackingConfig, TrackingModelLoader
@@ -13,8 +17,10 @@ if TYPE_CHECKING:
 
 
 def create_yolo_loader(spec: ModelSpec, config: TrackingConfig) -> TrackingModelLoader:
-    if importlib.util.find_spec("ultralytics") is None:
-        raise DependencyError(
-            f"{spec.name} needs the optional YOLO backend: pip install 'vidtrack[yolo]' (AGPL-3.0 ultralytics)"
-        )
-    raise VidtrackError(f"{spec.name}: the YOLO11-seg backend is not part of this release yet")
+    """A :class:`~vidtrack.engines.yolo.loader.YoloLoader`, or :class:`DependencyError` saying how to install
+    the extra when ultralytics is not importable."""
+    if not ultralytics_available():
+        raise missing(spec.name)
+    from vidtrack.engines.yolo.loader import YoloLoader
+
+    return YoloLoader(spec, config)
