@@ -169,7 +169,7 @@ def _weights_local(family: str, ref: str, cache_dir: str | None) -> bool:
 
 
 # Commands that live in their own modules register themselves here (each module has `register(app)`).
-COMMAND_MODULES: list[str] = ["vidtrack.cli_export", "vidtrack.cli_eval", "vidtrack.cli_bench"]
+COMMAND_MODULES: list[str] = ["vidtrack.cli_export", "vidtrack.cli_eval", "vidtrack.cli_bench", "vidtrack.cli_batch"]
 
 
 def _register_commands() -> None:
