@@ -275,8 +275,11 @@ def test_bfloat16_model_runs_end_to_end(tiny_model):
     np.testing.assert_array_equal(result.frames[0].mask_for(1).mask, _official_prompt_frame_output(box, 128))
 
 
-def test_policies_not_in_this_release_say_so():
+def test_policies_not_in_this_release_say_so(monkeypatch):
     from vidtrack import ModelNotFoundError
+    from vidtrack.policies import POLICIES
 
+    # sam2long is registered now; a catalogue policy that is not registered must still be refused clearly
+    monkeypatch.delitem(POLICIES, "sam2long")
     with pytest.raises(ModelNotFoundError, match="sam2long-large: the sam2long memory policy is not available"):
         create_tracking_loader("sam2-long")

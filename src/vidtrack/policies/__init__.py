@@ -6,10 +6,15 @@ from typing import Any
 
 from vidtrack.errors import InputError
 from vidtrack.policies.base import Candidates, MemoryPolicy
+from vidtrack.policies.sam2long import Sam2LongPolicy
 from vidtrack.policies.samurai import SamuraiPolicy
 from vidtrack.policies.vanilla import VanillaPolicy
 
-POLICIES: dict[str, type[MemoryPolicy]] = {"vanilla": VanillaPolicy, "samurai": SamuraiPolicy}
+POLICIES: dict[str, type[MemoryPolicy]] = {
+    "vanilla": VanillaPolicy,
+    "samurai": SamuraiPolicy,
+    "sam2long": Sam2LongPolicy,
+}
 
 
 def make_policy(name: str, **options: Any) -> MemoryPolicy:
@@ -21,4 +26,4 @@ def make_policy(name: str, **options: Any) -> MemoryPolicy:
     return cls(**options)
 
 
-__all__ = ["POLICIES", "Candidates", "MemoryPolicy", "SamuraiPolicy", "VanillaPolicy", "make_policy"]
+__all__ = ["POLICIES", "Candidates", "MemoryPolicy", "Sam2LongPolicy", "SamuraiPolicy", "VanillaPolicy", "make_policy"]

@@ -9,6 +9,11 @@ The engine owns the model calls and the memory bank; a policy decides, per objec
 * per-frame metadata kept beside each memory (``frame_metadata``),
 * which records may be forgotten (``prune``), so memory stays bounded at any video length.
 
+Multi-hypothesis policies (SAM2Long) replace the whole tracked-frame step of an object through
+``track_frame`` (it runs memory attention, the decoder and the memory encoder itself, on the engine's stages),
+and may revise their outputs once the video ends (``final_masks``). The defaults (None / nothing) leave the
+engine's own single-hypothesis step, so vanilla SAM 2.1 and SAMURAI never go through these two hooks.
+
 Policy state lives in ``ObjectTrack.policy_state`` (created by ``new_object_state``), i.e. per (session,
 object): nothing is shared between objects or videos.
 """
@@ -16,11 +21,15 @@ object): nothing is shared between objects or videos.
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 
 from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack
+
+if TYPE_CHECKING:
+    from vidtrack.engines.sam2.engine import ImageFeatures, ObjectOutput, Sam2Session, StepTimings
+    from vidtrack.types import TrackingMask
 
 
 @dataclass
@@ -103,6 +112,24 @@ class MemoryPolicy:
             if rec is not None:
                 out.append((k, rec))
         return out
+
+    # --- whole-step override (multi-hypothesis policies) ---------------------------------------------------
+    def track_frame(
+        self, session: Sam2Session, track: ObjectTrack, frame_idx: int, feats: ImageFeatures,
+        timings: StepTimings,
+    ) -> ObjectOutput | None:
+        """Run one tracked (non-prompted) frame of one object entirely, memory included, and return its output;
+        None (the default) lets the engine do its single-hypothesis step with the hooks above."""
+        return None
+
+    def final_masks(self, session: Sam2Session, track: ObjectTrack) -> dict[int, TrackingMask]:
+        """After the last frame: frame index -> mask replacing what was streamed for this object (non-causal
+        policies). Default: nothing is revised."""
+        return {}
+
+    def result_metadata(self) -> dict[str, Any]:
+        """Extra ``TrackingResult.metadata`` entries describing how the policy produced its masks."""
+        return {}
 
     # --- forgetting ----------------------------------------------------------------------------------------
     def prune(self, track: ObjectTrack, frame_idx: int) -> None:

@@ -77,6 +77,52 @@ class StepTimings:
         self.stages[stage] = self.stages.get(stage, 0.0) + seconds
 
 
+@dataclass
+class KeyScale:
+    """Per-entry weights on memory-attention keys: one (0-d) tensor per memory frame, then per object pointer,
+    in the order the entries are given to :meth:`Sam2Engine.memory_conditioned_features`."""
+
+    frames: list[torch.Tensor]
+    pointers: list[torch.Tensor]
+
+
+def memory_attention_scaled_keys(
+    attn: Any,
+    current: torch.Tensor,
+    memory: torch.Tensor,
+    current_pos: torch.Tensor,
+    memory_pos: torch.Tensor,
+    num_ptr_tokens: int,
+    key_scale: torch.Tensor,
+) -> torch.Tensor:
+    """``Sam2VideoMemoryAttention.forward`` with every layer's cross-attention key multiplied per memory token.
+
+    Same sub-modules and order of operations as transformers' ``Sam2VideoMemoryAttention`` /
+    ``Sam2VideoMemoryAttentionLayer.forward``; the one change is ``key = scale * (memory + pos)`` (value stays
+    ``memory``), which SAM2Long applies before the key projection and RoPE. Only SAM2Long calls this; the
+    model's own module is never patched, so every other policy runs the stock forward.
+    """
+    output = current + 0.1 * current_pos
+    output = output.transpose(0, 1)
+    keys = memory.transpose(0, 1).unsqueeze(1)
+    key_pos = memory_pos.transpose(0, 1).unsqueeze(1)
+    scaled_key = (keys + key_pos) * key_scale.reshape(1, 1, -1, 1)
+    rope = attn.rotary_emb(output, attn.position_ids)
+    for layer in attn.layers:
+        queries = output.unsqueeze(1) if output.ndim == 3 else output
+        q = layer.layer_norm1(queries)
+        q, _ = layer.self_attn(query=q, key=q, value=q, position_embeddings=rope)
+        queries = queries + layer.dropout1(q)
+        q = layer.layer_norm2(queries)
+        q, _ = layer.cross_attn_image(query=q, key=scaled_key, value=keys, position_embeddings=rope,
+                                      num_k_exclude_rope=num_ptr_tokens)
+        queries = queries + layer.dropout2(q)
+        q = layer.layer_norm3(queries)
+        q = layer.linear2(layer.dropout(layer.activation(layer.linear1(q))))
+        output = queries + layer.dropout3(q)
+    return attn.layer_norm(output).transpose(0, 1)
+
+
 class Sam2Engine:
     """Holds the model and the constants derived from its config; makes sessions."""
 
@@ -215,8 +261,14 @@ class Sam2Engine:
         memories: list[tuple[int, FrameRecord]],
         pointers: list[tuple[int, FrameRecord]],
         max_ptrs: int,
+        key_scale: KeyScale | None = None,
     ) -> torch.Tensor:
-        """Memory attention of the current frame over spatial memories and object pointers -> (1, C, H, W)."""
+        """Memory attention of the current frame over spatial memories and object pointers -> (1, C, H, W).
+
+        ``key_scale`` (SAM2Long) multiplies the cross-attention *keys* (memory + position encoding) of each
+        memory frame and each object pointer by a weight; values are untouched. None (every other policy)
+        runs the model's own memory attention unchanged.
+        """
         m = self.model
         mem: list[torch.Tensor] = []
         mem_pos: list[torch.Tensor] = []
@@ -244,13 +296,25 @@ class Sam2Engine:
             num_ptr_tokens = ptrs.shape[0]
         memory = torch.cat(mem, dim=0).to(self.dtype)
         memory_pos = torch.cat(mem_pos, dim=0).to(self.dtype)
-        out = m.memory_attention(
-            current_vision_features=feats.top,
-            memory=memory,
-            current_vision_position_embeddings=feats.vision_pos[-1],
-            memory_posision_embeddings=memory_pos,
-            num_object_pointer_tokens=num_ptr_tokens,
-        )
+        if key_scale is None:
+            out = m.memory_attention(
+                current_vision_features=feats.top,
+                memory=memory,
+                current_vision_position_embeddings=feats.vision_pos[-1],
+                memory_posision_embeddings=memory_pos,
+                num_object_pointer_tokens=num_ptr_tokens,
+            )
+        else:
+            assert len(key_scale.frames) == len(memories) and len(key_scale.pointers) == len(pointers)
+            tokens = [x.shape[0] for x in mem[: len(memories)]]
+            per_ptr = num_ptr_tokens // max(len(pointers), 1)
+            scale = torch.cat(
+                [w.reshape(1).expand(n) for w, n in zip(key_scale.frames, tokens, strict=True)]
+                + [w.reshape(1).expand(per_ptr) for w in key_scale.pointers]
+            ).to(device=self.device, dtype=self.dtype)
+            out = memory_attention_scaled_keys(
+                m.memory_attention, feats.top, memory, feats.vision_pos[-1], memory_pos, num_ptr_tokens, scale
+            )
         return out.squeeze(1).transpose(1, 2).reshape(1, self.hidden_dim, *self.feat_sizes[-1])
 
     def upsample(self, low_res: torch.Tensor) -> torch.Tensor:
@@ -333,6 +397,10 @@ class Sam2Session:
                 track.cond[frame_idx] = rec
                 to_memorise.append((track, rec, hi, True))
             elif track.started:
+                custom = self.policy.track_frame(self, track, frame_idx, feats, timings)
+                if custom is not None:  # the policy ran (and memorised) this frame itself, e.g. SAM2Long
+                    outputs.append(custom)
+                    continue
                 out, rec, hi = self._tracked_frame(track, frame_idx, feats, timings)
                 track.non_cond[frame_idx] = rec
                 to_memorise.append((track, rec, hi, False))
@@ -359,6 +427,16 @@ class Sam2Session:
         timings.add("policy", time.perf_counter() - t0)
         self.last_frame = frame_idx
         return outputs, timings
+
+    def final_masks(self) -> dict[int, list[TrackingMask]]:
+        """Masks a non-causal policy revises once the last frame is processed (SAM2Long offline mode: the best
+        pathway traced back), as frame index -> masks replacing those objects' streamed masks. Empty for
+        causal policies."""
+        out: dict[int, list[TrackingMask]] = {}
+        for track in self.tracks.values():
+            for f, m in self.policy.final_masks(self, track).items():
+                out.setdefault(f, []).append(m)
+        return out
 
     def to_tracking_masks(self, outputs: list[ObjectOutput]) -> list[TrackingMask]:
         """Video-resolution masks as RLE: one bilinear resize of the logits, then ``> 0``."""

@@ -5,7 +5,7 @@ from __future__ import annotations
 import tempfile
 import time
 from collections import defaultdict
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -25,7 +25,7 @@ from vidtrack.engines.sam2.weights import load_sam2_model
 from vidtrack.errors import InputError, NotLoadedError
 from vidtrack.policies import make_policy
 from vidtrack.sources import FrameSource, open_source
-from vidtrack.types import Prompt, TrackingFrame, TrackingResult
+from vidtrack.types import Prompt, TrackingFrame, TrackingMask, TrackingResult
 
 
 def resolve_device(device: str) -> torch.device:
@@ -230,10 +230,14 @@ class Sam2Loader(TrackingModelLoader):
                 frames.append(tf)
                 if progress is not None:
                     progress(tf)
+            session = self.last_session
+            if session is not None:  # non-causal policies (SAM2Long offline) revise streamed masks here
+                _apply_revisions(frames, session.final_masks(), lambda pos, oid: True)
             if self.config.backward:
                 self._backward(frames, plist, late, cache, height, width)
+        extra = self.last_session.policy.result_metadata() if self.last_session is not None else {}
         return finish_result(frames, width, height, self.name, started, policy=self.spec.policy,
-                             backward=self.config.backward)
+                             backward=self.config.backward, **extra)
 
     def _backward(
         self,
@@ -271,6 +275,21 @@ class Sam2Loader(TrackingModelLoader):
             tf.processing_time += time.perf_counter() - t0
             for k, v in timings.stages.items():
                 tf.timings[f"backward_{k}"] = tf.timings.get(f"backward_{k}", 0.0) + v
+        _apply_revisions(frames, session.final_masks(), lambda pos, oid: pos < pos_of[late[oid]])
+
+
+def _apply_revisions(
+    frames: list[TrackingFrame], revised: dict[int, list[TrackingMask]], allowed: Callable[[int, int], bool]
+) -> None:
+    """Replace streamed masks by a session's final ones (session frame index = position in ``frames``)."""
+    for pos, masks in revised.items():
+        tf = frames[pos]
+        for m in masks:
+            if not allowed(pos, m.object_id):
+                continue
+            tf.masks = [x for x in tf.masks if x.object_id != m.object_id] + [m]
+            tf.masks.sort(key=lambda x: x.object_id)
+            tf.occlusions[m.object_id] = m.occluded
 
 
 def _first_prompt_per_object(prompts: list[Prompt]) -> dict[int, int]:

@@ -54,4 +54,8 @@ class ObjectTrack:
         return self.non_cond.get(frame_idx) or self.cond.get(frame_idx)
 
     def nbytes(self) -> int:
-        return sum(r.nbytes() for r in self.cond.values()) + sum(r.nbytes() for r in self.non_cond.values())
+        """Bytes of the bank, plus what the policy state holds when it reports it (``policy_state.nbytes()``:
+        SAM2Long keeps its pathways' memories there rather than in ``non_cond``)."""
+        n = sum(r.nbytes() for r in self.cond.values()) + sum(r.nbytes() for r in self.non_cond.values())
+        extra = getattr(self.policy_state, "nbytes", None)
+        return n + (int(extra()) if callable(extra) else 0)

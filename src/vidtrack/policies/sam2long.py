@@ -1,0 +1,396 @@
+"""SAM2Long (Ding et al., arXiv 2410.16268): a constrained tree of memory pathways per object.
+
+Re-implemented from the paper and the reference notes (memory_policies.md §3); behaviour matched against the
+official code (Mark12Ding/SAM2Long @ 7193b77) by running both side by side, never by copying it.
+
+Per object, after its prompt frame ``s``:
+
+* frame ``s + 1`` is a plain SAM 2.1 step (memory = the prompt frame only; argmax-IoU candidate); every pathway
+  starts from it with cumulative score 0;
+* on every later frame each pathway runs memory attention and the mask decoder with *its own* memory, giving
+  P x K (pathway, candidate) branches scored ``S_p + log(iou_pj + 1e-5)``. The P best survive
+  (:func:`select_branches`); when every pathway's object score is uncertain (``max_p |o_p| <= uncertainty``),
+  branches must differ in their signed IoU rounded to 2 decimals, and pathways left unrepresented contribute
+  their best branch if fewer than P distinct ones exist;
+* memory of a pathway (:meth:`Sam2LongPolicy.pathway_memory`): the prompt frame plus the newest 6 of its last
+  15 *admitted* frames (predicted IoU > ``iou_threshold`` and object logit > 0), the previous frame always
+  included, temporal encodings by rank; object pointers from the prompt frame (true distance) and from the
+  admitted frames newest first (distance = rank), skipping the oldest one (the official off-by-one, kept);
+* memory-attention keys of each memory frame / pointer are scaled by ``linspace(0.95, 1.05)`` assigned by
+  the rank of its object score (prompt frame: 10) -- keys only, never values;
+* ``offline`` mode outputs, after the last frame, the best pathway traced back; ``online`` mode emits the
+  current best pathway's mask on each frame (causal, for streaming; it may disagree with what ``offline``
+  would output for the same frame).
+
+Beyond the official code: identical pathways are computed once (before the first uncertain frame all P are the
+same); every object has its own tree in one run; memory keeps only what a live pathway can still read (dead
+lineages are garbage once no pathway references them, and spatial memories outside every pathway's window are
+dropped), and offline mode keeps only a compact trace per kept branch (parent link + RLE mask). A new prompt
+on an already tracked object restarts its tree (the frames before it keep the best pathway at that moment).
+
+Options: ``num_pathways`` (P, default 3), ``iou_threshold`` (delta_IoU, 0.3 = paper), ``uncertainty``
+(delta_conf, 2 = paper), ``preset`` ("paper", "official" = the README / ``vos_inference()`` defaults 0.1 / 2,
+"official-cli" = the argparse defaults 0.3 / 1; a preset overrides the two thresholds), ``mode``
+("offline" | "online"), ``key_modulation`` (default True), ``record_choices`` (keep per-frame tree decisions in
+the state for inspection; off by default as it grows with video length).
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+import torch
+
+from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack
+from vidtrack.errors import InputError
+from vidtrack.policies.base import MemoryPolicy
+from vidtrack.types import TrackingMask
+
+if TYPE_CHECKING:
+    from vidtrack.engines.sam2.engine import ImageFeatures, ObjectOutput, Sam2Session, StepTimings
+
+PRESETS: dict[str, tuple[float, float]] = {
+    "paper": (0.3, 2.0),  # arXiv 2410.16268 v3 §4.1
+    "official": (0.1, 2.0),  # README commands and tools/vos_inference.py vos_inference() defaults
+    "official-cli": (0.3, 1.0),  # tools/vos_inference.py argparse defaults
+}
+COND_SCORE = 10.0  # object score given to prompt frames / pointers when ranking keys for modulation
+KEY_SCALE_RANGE = (0.95, 1.05)
+LOG_EPS = 1e-5
+
+
+# --- the tree step, on plain numbers ------------------------------------------------------------------------
+@dataclass(frozen=True)
+class Branch:
+    """A kept (pathway, candidate) pair: the new pathway continues ``parent`` with candidate ``candidate``."""
+
+    parent: int
+    candidate: int
+    score: float
+
+
+def select_branches(
+    scores: Sequence[float],
+    ious: Sequence[Sequence[float]],
+    object_logits: Sequence[float],
+    num_pathways: int,
+    uncertainty: float,
+) -> tuple[list[Branch], bool]:
+    """One step of the pathway tree.
+
+    ``scores[p]`` is pathway p's cumulative score, ``ious[p][j]`` candidate j's predicted IoU from pathway p's
+    run and ``object_logits[p]`` that run's object logit. Returns the ``num_pathways`` surviving branches,
+    best first (index = new pathway id), and whether the step was uncertain.
+
+    Branch score: ``scores[p] + log(iou + 1e-5)``. Order: by score, descending; ties keep (pathway, candidate)
+    order (a stable sort), so identical pathways yield identical branches in pathway order. Certain step
+    (some ``|logit| > uncertainty``): the top P, duplicates allowed. Uncertain step: the best branch of each
+    distinct key ``round(+-iou, 2)`` (sign = object present or not), in score order, up to P; if fewer than P,
+    each pathway not yet represented adds its own best branch, in pathway order.
+    """
+    cands: list[tuple[int, int, float, float]] = []
+    for p, (s, row, logit) in enumerate(zip(scores, ious, object_logits, strict=True)):
+        for j, iou in enumerate(row):
+            iou = float(iou)
+            key = round(iou if logit > 0 else -iou, 2)
+            cands.append((p, j, float(s + np.log(iou + LOG_EPS)), key))
+    ranked = sorted(cands, key=lambda c: c[2], reverse=True)  # stable: ties stay in (p, j) order
+    uncertain = max(abs(float(x)) for x in object_logits) <= uncertainty
+    if not uncertain:
+        kept = ranked[:num_pathways]
+    else:
+        kept, seen = [], set()
+        for c in ranked:
+            if c[3] not in seen:
+                kept.append(c)
+                seen.add(c[3])
+            if len(kept) == num_pathways:
+                break
+        if len(kept) < num_pathways:  # most candidates coincide: keep every pathway alive instead
+            present = {c[0] for c in kept}
+            for p in range(len(scores)):
+                if p not in present:
+                    kept.append(next(c for c in ranked if c[0] == p))
+                if len(kept) == num_pathways:
+                    break
+    return [Branch(p, j, s) for p, j, s, _ in kept], uncertain
+
+
+def rank_weights(scores: Sequence[float], low: float = KEY_SCALE_RANGE[0], high: float = KEY_SCALE_RANGE[1]
+                 ) -> torch.Tensor:
+    """Key weights by score rank: ``linspace(low, high, n)``, the lowest score getting ``low`` (float32; ties
+    in input order)."""
+    s = torch.tensor([float(x) for x in scores], dtype=torch.float32)
+    w = torch.zeros_like(s)
+    w[torch.argsort(s, stable=True)] = torch.linspace(low, high, len(scores))
+    return w
+
+
+# --- per-object state ---------------------------------------------------------------------------------------
+@dataclass(eq=False)
+class Trace:
+    """Compact record of one kept branch, for offline back-tracking: its mask (RLE) and its parent."""
+
+    frame_idx: int
+    mask: TrackingMask
+    parent: Trace | None
+
+
+@dataclass(eq=False)
+class Node:
+    """One branch kept on one frame (a node of the memory tree).
+
+    ``admitted`` holds the last (max_ptrs - 1) admitted nodes of its lineage, itself included when admitted:
+    all a descendant can read, so nothing older needs to be reachable (dead lineages become garbage).
+    """
+
+    rec: FrameRecord
+    admitted: tuple[Node, ...]
+    trace: Trace | None = None
+
+
+@dataclass
+class Pathway:
+    head: Node
+    score: float
+
+
+@dataclass
+class Sam2LongObjectState:
+    pathways: list[Pathway] = field(default_factory=list)  # best first; empty until frame s + 1
+    finished: list[Trace] = field(default_factory=list)  # traces frozen by a re-prompt (offline mode)
+    choices: list[dict[str, Any]] = field(default_factory=list)  # per-frame decisions (record_choices only)
+    runs: int = 0  # pathway forward passes actually computed (after de-duplication)
+    runs_naive: int = 0  # passes the official code would run (P per tree frame)
+
+    def live_nodes(self) -> list[Node]:
+        seen: dict[int, Node] = {}
+        for pw in self.pathways:
+            for n in (*pw.head.admitted, pw.head):
+                seen.setdefault(id(n), n)
+        return list(seen.values())
+
+    def nbytes(self) -> int:
+        """Feature memory held by live pathways (maskmem + pointers); traces are counted separately."""
+        return sum(n.rec.nbytes() for n in self.live_nodes())
+
+
+class Sam2LongPolicy(MemoryPolicy):
+    name = "sam2long"
+    object_score_threshold = 0.0
+
+    def __init__(
+        self,
+        num_maskmem: int = 7,
+        max_obj_ptrs: int = 16,
+        *,
+        num_pathways: int = 3,
+        iou_threshold: float = 0.3,
+        uncertainty: float = 2.0,
+        preset: str | None = None,
+        mode: str = "offline",
+        key_modulation: bool = True,
+        record_choices: bool = False,
+    ) -> None:
+        super().__init__(num_maskmem, max_obj_ptrs)
+        if preset is not None:
+            if preset not in PRESETS:
+                raise InputError(f"sam2long preset must be one of {', '.join(PRESETS)}; got {preset!r}")
+            iou_threshold, uncertainty = PRESETS[preset]
+        if mode not in ("offline", "online"):
+            raise InputError(f"sam2long mode must be 'offline' or 'online'; got {mode!r}")
+        if int(num_pathways) < 1:
+            raise InputError(f"sam2long num_pathways must be >= 1; got {num_pathways}")
+        self.num_pathways = int(num_pathways)
+        self.iou_threshold = float(iou_threshold)
+        self.uncertainty = float(uncertainty)
+        self.preset = preset
+        self.mode = mode
+        self.key_modulation = bool(key_modulation)
+        self.record_choices = bool(record_choices)
+
+    def new_object_state(self, object_id: int) -> Sam2LongObjectState:
+        return Sam2LongObjectState()
+
+    def result_metadata(self) -> dict[str, Any]:
+        return {"sam2long": {"mode": self.mode, "num_pathways": self.num_pathways,
+                             "iou_threshold": self.iou_threshold, "uncertainty": self.uncertainty,
+                             "key_modulation": self.key_modulation, "preset": self.preset}}
+
+    # --- bookkeeping hooks from the engine ------------------------------------------------------------------
+    def record_stored(self, track: ObjectTrack, rec: FrameRecord) -> None:
+        if not rec.is_cond:
+            return
+        st: Sam2LongObjectState = track.policy_state
+        if st.pathways:  # a new prompt on a tracked object: freeze the best lineage, restart the tree
+            if st.pathways[0].head.trace is not None:
+                st.finished.append(st.pathways[0].head.trace)
+            st.pathways = []
+
+    def prune(self, track: ObjectTrack, frame_idx: int) -> None:
+        """Spatial memories outside every pathway's window are dropped (pointers and scores stay while a
+        pathway's admitted list references the node); unreferenced nodes are freed by Python."""
+        st: Sam2LongObjectState = track.policy_state
+        keep: set[int] = set()
+        for pw in st.pathways:
+            keep.update(id(n) for n in self._spatial(pw.head))
+        for n in st.live_nodes():
+            if id(n) not in keep:
+                n.rec.maskmem_features = None
+
+    # --- memory read ------------------------------------------------------------------------------------------
+    def _valid(self, head: Node) -> list[Node]:
+        valid = list(head.admitted)
+        if not valid or valid[-1] is not head:
+            valid.append(head)  # the previous frame is always used
+        return valid
+
+    def _spatial(self, head: Node) -> list[Node]:
+        return self._valid(head)[-(self.num_maskmem - 1):]
+
+    def pathway_memory(
+        self, track: ObjectTrack, frame_idx: int, head: Node | None, max_ptrs: int
+    ) -> tuple[list[tuple[int, FrameRecord]], list[tuple[int, FrameRecord]], list[float], list[float]]:
+        """Memory entries, pointer entries and their object scores (for key modulation) for one pathway."""
+        past = [(t, r) for t, r in track.cond.items() if (t >= frame_idx if track.reverse else t <= frame_idx)]
+        memories = [(self.num_maskmem - 1, r) for r in track.cond.values()]
+        mem_scores = [COND_SCORE] * len(memories)
+        pointers = [(abs(frame_idx - t), r) for t, r in past]
+        ptr_scores = [COND_SCORE] * len(pointers)
+        if head is None:
+            return memories, pointers, mem_scores, ptr_scores
+        spatial = self._spatial(head)
+        for i, n in enumerate(spatial):  # oldest first; the newest gets slot 0
+            assert n.rec.maskmem_features is not None
+            memories.append((len(spatial) - 1 - i, n.rec))
+            mem_scores.append(n.rec.object_score_logit)
+        valid = self._valid(head)
+        for t_diff in range(1, max_ptrs):
+            if t_diff >= len(valid):  # official off-by-one: the oldest admitted frame gives no pointer
+                break
+            n = valid[-t_diff]
+            pointers.append((t_diff, n.rec))
+            ptr_scores.append(n.rec.object_score_logit)
+        return memories, pointers, mem_scores, ptr_scores
+
+    # --- the step -------------------------------------------------------------------------------------------
+    def track_frame(
+        self, session: Sam2Session, track: ObjectTrack, frame_idx: int, feats: ImageFeatures,
+        timings: StepTimings,
+    ) -> ObjectOutput:
+        from vidtrack.engines.sam2.engine import NO_OBJ_SCORE, KeyScale, ObjectOutput
+
+        eng = session.engine
+        st: Sam2LongObjectState = track.policy_state
+        cfg = eng.config
+        multimask = bool(cfg.multimask_output_in_sam and cfg.multimask_output_for_tracking)
+        first = not st.pathways
+        # distinct heads (identical pathways share a head node and are computed once)
+        heads: list[Node | None] = [None] if first else []
+        slot_of: list[int] = []
+        for pw in st.pathways:
+            idx = next((i for i, h in enumerate(heads) if h is pw.head), None)
+            if idx is None:
+                heads.append(pw.head)
+                idx = len(heads) - 1
+            slot_of.append(idx)
+        runs = []
+        for head in heads:
+            t0 = time.perf_counter()
+            memories, pointers, ms, ps = self.pathway_memory(track, frame_idx, head, session.max_ptrs)
+            scale = None
+            if head is not None and self.key_modulation and len(memories) > 1:
+                scale = KeyScale(list(rank_weights(ms)), list(rank_weights(ps)))
+            pix = eng.memory_conditioned_features(feats, memories, pointers, session.max_ptrs, key_scale=scale)
+            t1 = time.perf_counter()
+            timings.add("memory_attention", t1 - t0)
+            masks, ious, tokens, logits = eng.sam_heads(pix, feats, multimask=multimask)
+            timings.add("decoder", time.perf_counter() - t1)
+            runs.append((masks, ious, tokens, float(logits.item())))
+        st.runs += len(heads)
+
+        t0 = time.perf_counter()
+        if first:  # frame s + 1: the plain SAM 2.1 step, shared by every pathway
+            masks, ious, _, logit = runs[0]
+            k = int(torch.argmax(ious[0]).item()) if multimask else 0
+            chosen = [Branch(0, k, 0.0)] * self.num_pathways
+            parents_idx = [0] * self.num_pathways
+            uncertain = False
+            iou_of = [float(ious[0].max().item())]
+            st.runs_naive += 1
+        else:
+            st.runs_naive += len(st.pathways)
+            chosen, uncertain = select_branches(
+                [pw.score for pw in st.pathways],
+                [runs[slot_of[p]][1][0].tolist() for p in range(len(st.pathways))],
+                [runs[slot_of[p]][3] for p in range(len(st.pathways))],
+                self.num_pathways, self.uncertainty,
+            )
+            parents_idx = [slot_of[b.parent] for b in chosen]
+            iou_of = []
+        timings.add("policy", time.perf_counter() - t0)
+
+        # one node per distinct (parent head, candidate); memory encoded once per node, batch 1 as official
+        new_nodes: dict[tuple[int, int], Node] = {}
+        lows: dict[tuple[int, int], torch.Tensor] = {}
+        order: list[tuple[int, int]] = []
+        for b, h in zip(chosen, parents_idx, strict=True):
+            key = (h, b.candidate)
+            if key in new_nodes:
+                continue
+            masks, ious, tokens, logit = runs[h]
+            j = b.candidate
+            present = torch.tensor([[logit > self.object_score_threshold]], device=eng.device)
+            low = torch.where(present[:, :, None, None], masks[:, j : j + 1], NO_OBJ_SCORE)
+            ptr = eng.object_pointer(tokens[:, j], present)
+            iou = iou_of[0] if first else float(ious[0, j].item())
+            t0 = time.perf_counter()
+            mem = eng.encode_memory(feats, eng.upsample(low), torch.tensor([[logit]], device=eng.device), False)
+            timings.add("memory_encoder", time.perf_counter() - t0)
+            rec = FrameRecord(frame_idx, False, ptr, logit, iou, maskmem_features=mem, meta={"candidate": j})
+            parent = heads[h]
+            admitted = parent.admitted if parent is not None else ()
+            node = Node(rec, admitted)
+            if iou > self.iou_threshold and logit > 0:
+                node.admitted = (*admitted, node)[-(session.max_ptrs - 1):]
+            new_nodes[key] = node
+            lows[key] = low
+            order.append(key)
+
+        outs = {key: ObjectOutput(track.object_id, lows[key], n.rec.iou, n.rec.object_score_logit,
+                                  n.rec.object_score_logit <= self.object_score_threshold, False)
+                for key, n in new_nodes.items()}
+        if self.mode == "offline":
+            masks_rle = session.to_tracking_masks([outs[k] for k in order])
+            for key, m in zip(order, masks_rle, strict=True):
+                parent = heads[key[0]]
+                new_nodes[key].trace = Trace(frame_idx, m, parent.trace if parent is not None else None)
+        st.pathways = [Pathway(new_nodes[(h, b.candidate)], b.score)
+                       for b, h in zip(chosen, parents_idx, strict=True)]
+        if self.record_choices:
+            st.choices.append({"frame": frame_idx, "uncertain": uncertain, "distinct_runs": len(heads),
+                               "parents": [b.parent for b in chosen], "candidates": [b.candidate for b in chosen],
+                               "scores": [b.score for b in chosen], "first": first,
+                               "object_logits": [r[3] for r in runs]})
+        best = (parents_idx[0], chosen[0].candidate)
+        return outs[best]
+
+    # --- offline output --------------------------------------------------------------------------------------
+    def final_masks(self, session: Sam2Session, track: ObjectTrack) -> dict[int, TrackingMask]:
+        if self.mode != "offline":
+            return {}
+        st: Sam2LongObjectState = track.policy_state
+        heads = list(st.finished)
+        if st.pathways and st.pathways[0].head.trace is not None:
+            heads.append(st.pathways[0].head.trace)
+        out: dict[int, TrackingMask] = {}
+        for tr in heads:
+            node: Trace | None = tr
+            while node is not None:
+                out[node.frame_idx] = node.mask
+                node = node.parent
+        return out
