@@ -33,6 +33,8 @@ def register(app: typer.Typer) -> None:
         device: Annotated[str, typer.Option(help="comma-separated devices")] = "cpu",
         dtype: Annotated[str, typer.Option(help="comma-separated dtypes")] = "float32",
         warmup: Annotated[int, typer.Option(help="frames excluded from steady-state figures")] = 3,
+        object_bias: Annotated[float, typer.Option(help="random weights: object-score bias; near 0 makes every "
+                                                       "frame uncertain (SAM2Long pathways diverge)")] = 2.0,
         json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
         md_out: Annotated[Path | None, typer.Option("--md", help="write a markdown table here")] = None,
         compare: Annotated[Path | None, typer.Option(help="earlier --json file: print FPS ratios")] = None,
@@ -47,7 +49,8 @@ def register(app: typer.Typer) -> None:
             h, w = (int(v) for v in resolution.lower().split("x"))
         except ValueError:
             raise InputError(f"--resolution must be HxW, e.g. 480x854; got {resolution!r}") from None
-        base = BenchCase(arch=arch, checkpoint=checkpoint, source=source, height=h, width=w, warmup=warmup)
+        base = BenchCase(arch=arch, checkpoint=checkpoint, source=source, height=h, width=w, warmup=warmup,
+                         object_bias=object_bias)
         sizes = [s or None for s in _csv(image_size, int)]
         results = run_sweep(base, model=_csv(models), frames=_csv(frames, int), objects=_csv(objects, int),
                             image_size=sizes, device=_csv(device), dtype=_csv(dtype))

@@ -51,6 +51,7 @@ class BenchCase:
     dtype: str = "float32"
     warmup: int = 3
     seed: int = 0
+    object_bias: float = 2.0  # random weights only: object-score head bias (small = uncertain objects)
     policy_options: dict[str, Any] = field(default_factory=dict)
 
 
@@ -92,7 +93,7 @@ def _build_model(case: BenchCase) -> Any:
         cfg = sam2_config(case.arch)
         if case.image_size:
             cfg = with_image_size(cfg, case.image_size)
-    return random_sam2_model(cfg, seed=case.seed)
+    return random_sam2_model(cfg, seed=case.seed, object_bias=case.object_bias)
 
 
 def peak_rss_mb() -> float:
