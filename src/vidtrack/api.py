@@ -156,6 +156,45 @@ def check_prompts(prompts: Iterable[Prompt]) -> list[Prompt]:
     return sorted(out, key=lambda p: (p.frame_idx, p.object_id))
 
 
+class PromptSchedule:
+    """Prompts grouped by source frame, checked against what a source will yield.
+
+    Both backends use it: a prompt on a frame the source will never yield (past the end, or skipped by the
+    stride) is refused before any work when the source's frame indices are known in advance, and otherwise
+    when the stream ends (:meth:`check_all_reached`).
+    """
+
+    def __init__(self, prompts: Iterable[Prompt], src: Any) -> None:
+        self.source_name = str(getattr(src, "name", "the source"))
+        planned = src.planned_indices() if hasattr(src, "planned_indices") else None
+        self._by_frame: dict[int, list[Prompt]] = {}
+        for p in prompts:
+            if planned is not None and p.frame_idx not in planned:
+                last = planned[-1] if planned else planned.start
+                raise InputError(
+                    f"prompt for object {p.object_id} is on frame {p.frame_idx}, which is never processed: "
+                    f"{self.source_name} yields frames {planned.start}..{last} (step {planned.step}); put the "
+                    "prompt on one of those frames"
+                )
+            self._by_frame.setdefault(p.frame_idx, []).append(p)
+        self._seen: set[int] = set()
+
+    def at(self, frame_idx: int) -> list[Prompt]:
+        """The prompts on this source frame (marks the frame as reached)."""
+        here = self._by_frame.get(frame_idx, [])
+        if here:
+            self._seen.add(frame_idx)
+        return here
+
+    def check_all_reached(self, last_frame: int) -> None:
+        missed = sorted(set(self._by_frame) - self._seen)
+        if missed:
+            raise InputError(
+                f"prompts on frame(s) {missed[:5]} were never reached: {self.source_name} ended at frame "
+                f"{last_frame} (with a stride only some frames are processed)"
+            )
+
+
 def finish_result(
     frames: list[TrackingFrame], width: int, height: int, model: str, started: float, **metadata: Any
 ) -> TrackingResult:

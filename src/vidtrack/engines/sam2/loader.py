@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import tempfile
 import time
-from collections import defaultdict
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
@@ -14,6 +13,7 @@ import torch
 
 from vidtrack.api import (
     ProgressFn,
+    PromptSchedule,
     TrackingConfig,
     TrackingModelLoader,
     check_prompts,
@@ -163,29 +163,16 @@ class Sam2Loader(TrackingModelLoader):
         eng = self._engine()
         if not prompts:
             raise InputError("no prompts: give at least one mask, box or points prompt")
-        planned = src.planned_indices()
-        by_frame: dict[int, list[Prompt]] = defaultdict(list)
-        for p in prompts:
-            if planned is not None and p.frame_idx not in planned:
-                raise InputError(
-                    f"prompt for object {p.object_id} is on frame {p.frame_idx}, which is never processed: "
-                    f"{src.name} yields frames {planned.start}..{planned[-1] if planned else planned.start} "
-                    f"(step {planned.step}); put the prompt on one of those frames"
-                )
-            by_frame[p.frame_idx].append(p)
+        schedule = PromptSchedule(prompts, src)
         height, width = src.probe_size()
         session = eng.new_session(self.new_policy(), height, width, num_frames=src.num_frames)
         self.last_session = session  # for inspection (state size); bounded, released by unload()
         pos = 0
-        seen_prompt_frames: set[int] = set()
         try:
             t_wait = time.perf_counter()
             for frame_idx, frame in src:
                 decode = time.perf_counter() - t_wait
-                here = by_frame.get(frame_idx, [])
-                if here:
-                    seen_prompt_frames.add(frame_idx)
-                    here = [p.at(pos) for p in here]
+                here = [p.at(pos) for p in schedule.at(frame_idx)]
                 t0 = time.perf_counter()
                 outputs, timings = session.step(pos, frame, here)
                 masks = session.to_tracking_masks(outputs)
@@ -200,12 +187,7 @@ class Sam2Loader(TrackingModelLoader):
             src.close()
         if pos == 0:
             raise InputError(f"no frames in {src.name}")
-        missed = sorted(set(by_frame) - seen_prompt_frames)
-        if missed:
-            raise InputError(
-                f"prompts on frame(s) {missed[:5]} were never reached (the video has frames up to "
-                f"{frame_idx}; with stride {getattr(src, 'stride', 1)} only some frames are processed)"
-            )
+        schedule.check_all_reached(frame_idx)
 
     # --- whole video -------------------------------------------------------------------------------------
     def track_video(

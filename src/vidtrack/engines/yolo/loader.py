@@ -9,14 +9,20 @@ the chosen classes becomes an object with a fresh id (auto mode).
 from __future__ import annotations
 
 import time
-from collections import defaultdict
 from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vidtrack.api import ProgressFn, TrackingConfig, TrackingModelLoader, check_prompts, finish_result
+from vidtrack.api import (
+    ProgressFn,
+    PromptSchedule,
+    TrackingConfig,
+    TrackingModelLoader,
+    check_prompts,
+    finish_result,
+)
 from vidtrack.catalog import ModelSpec
 from vidtrack.engines.yolo.identity import Detections, IdentityTracker, ObjectState, Patch
 from vidtrack.engines.yolo.masks import unletterbox
@@ -179,13 +185,10 @@ class YoloLoader(TrackingModelLoader):
     def _forward(
         self, src: FrameSource, prompts: list[Prompt], *, keep_until: int, kept: list[Detections]
     ) -> Iterator[TrackingFrame]:
-        by_frame: dict[int, list[Prompt]] = defaultdict(list)
-        for p in prompts:
-            by_frame[p.frame_idx].append(p)
+        schedule = PromptSchedule(prompts, src)
         height, width = src.probe_size()
         tracker = self.new_tracker(height, width, prompted=bool(prompts))
         empty = rle_encode(np.zeros((height, width), dtype=bool))
-        seen: set[int] = set()
         last = -1
         try:
             t_wait = time.perf_counter()
@@ -195,9 +198,7 @@ class YoloLoader(TrackingModelLoader):
                 if frame.shape[:2] != (height, width):
                     raise InputError(f"frame {frame_idx} of {src.name} is {frame.shape[1]}x{frame.shape[0]}, "
                                      f"not {width}x{height} like the first frame")
-                here = [p.validate(height, width, source=src.name) for p in by_frame.get(frame_idx, [])]
-                if here:
-                    seen.add(frame_idx)
+                here = [p.validate(height, width, source=src.name) for p in schedule.at(frame_idx)]
                 t0 = time.perf_counter()
                 dets = self.detect(frame)
                 t1 = time.perf_counter()
@@ -214,12 +215,7 @@ class YoloLoader(TrackingModelLoader):
             src.close()
         if last < 0:
             raise InputError(f"no frames in {src.name}")
-        missed = sorted(set(by_frame) - seen)
-        if missed:
-            raise InputError(
-                f"prompts on frame(s) {missed[:5]} were never reached (the video has frames up to {last}; with "
-                f"stride {getattr(src, 'stride', 1)} only some frames are processed)"
-            )
+        schedule.check_all_reached(last)
 
     # --- whole video -------------------------------------------------------------------------------------
     def track_video(
