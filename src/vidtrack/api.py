@@ -43,14 +43,25 @@ class TrackingConfig:
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         cache_dir: Hugging Face cache folder for Hub weights.
         checkpoint_path: a Meta ``sam2.1_hiera_*.pt``/``.safetensors`` file or a transformers-format folder.
-        dtype: ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (bfloat16 on CUDA GPUs that support it,
-            float32 elsewhere: bf16 is slower on CPUs).
+        dtype: weight dtype, ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (float32 weights; on CUDA
+            the model then runs under autocast, see ``autocast``).
+        autocast: ``"auto"`` (with ``dtype="auto"`` on CUDA: bfloat16 on GPUs of compute capability >= 8.0,
+            float16 on older ones; off on CPU, where bf16 is slower), ``"off"``, ``"bfloat16"`` or ``"float16"``.
+        compile: ``torch.compile`` the image encoder, memory attention, mask decoder and memory encoder, with a
+            warm-up clip at ``load()`` (minutes on first use; pays off on long videos and GPUs).
+        encoder_ahead: run the image encoder one frame ahead of the memory path in a worker thread (a second
+            CUDA stream on GPUs): ``"auto"`` (on for CUDA), ``"on"``, ``"off"``.
         download: allow fetching weights from the Hub (never done otherwise).
         resize: frame resizing, ``"transformers"`` (transformers' processor, default) or ``"official"`` (Meta's
             loader: PIL resize), see :mod:`vidtrack.engines.sam2.preprocess`.
         policy_options: overrides for the memory policy (e.g. ``{"kf_score_weight": 0.15}`` for SAMURAI).
         backward: for objects first prompted after the first frame, also track backward to the first frame.
-        threads: CPU threads for torch (None leaves torch's default).
+        threads: CPU threads for torch; None uses ``OMP_NUM_THREADS`` if set, else the CPUs this process may use
+            (affinity-aware, so a container or Ray worker limited to N CPUs uses N threads).
+        max_batch: how many object hypotheses (objects, SAM2Long pathways) go through memory attention, the
+            mask decoder and the memory encoder in one call; 1 runs them one at a time like the official code.
+            None: 16 on GPUs; 4 on CPUs, where memory attention is compute-bound and larger batches only add
+            cache misses (BENCHMARKS.md).
     """
 
     model_id: str | None = None
@@ -64,6 +75,10 @@ class TrackingConfig:
     policy_options: dict[str, Any] = field(default_factory=dict)
     backward: bool = True
     threads: int | None = None
+    max_batch: int | None = None
+    autocast: str = "auto"
+    compile: bool = False
+    encoder_ahead: str = "auto"
 
 
 ProgressFn = Callable[[TrackingFrame], None]

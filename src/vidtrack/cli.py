@@ -47,7 +47,14 @@ def track(
     frame: Annotated[int | None, typer.Option(help="frame of --box/--points/--mask (default 0)")] = None,
     object_id: Annotated[int, typer.Option(help="object id for --box/--points")] = 1,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16, float16")] = "auto",
+    dtype: Annotated[str, typer.Option(help="weights: auto (float32), float32, bfloat16, float16")] = "auto",
+    autocast: Annotated[str, typer.Option(help="auto (bf16 on Ampere+ GPUs, fp16 on older, off on CPU), off, "
+                                               "bfloat16, float16")] = "auto",
+    compile: Annotated[bool, typer.Option(help="torch.compile the model (warm-up at load)")] = False,
+    encoder_ahead: Annotated[str, typer.Option(help="image encoder one frame ahead: auto (GPU), on, off")] = "auto",
+    threads: Annotated[int | None, typer.Option(help="CPU threads (default: CPUs available to this process)")] = None,
+    max_batch: Annotated[int | None, typer.Option(help="objects per memory-attention/decoder call (1 = one at "
+                                                       "a time; default 16 on GPU, 4 on CPU)")] = None,
     stride: Annotated[int, typer.Option(help="process every N-th frame")] = 1,
     start: Annotated[int, typer.Option(help="first frame")] = 0,
     end: Annotated[int | None, typer.Option(help="stop before this frame")] = None,
@@ -84,7 +91,9 @@ def track(
         p.validate(height, width, source=f"{source}")
     check_formats(formats, src)
     config = TrackingConfig(model_id=model, device=device, dtype=dtype, checkpoint_path=checkpoint,
-                            cache_dir=cache_dir, download=download, backward=backward, resize=resize)
+                            cache_dir=cache_dir, download=download, backward=backward, resize=resize,
+                            autocast=autocast, compile=compile, encoder_ahead=encoder_ahead, threads=threads,
+                            max_batch=max_batch)
     loader = create_tracking_loader(model, config)
     t0 = time.perf_counter()
     loader.load()

@@ -18,6 +18,19 @@ def _csv(text: str, cast: type = str) -> list:
         raise InputError(f"cannot parse list {text!r}: expected comma-separated values") from None
 
 
+def _policy_options(items: list[str]) -> dict:
+    out = {}
+    for item in items:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise InputError(f"--policy-option must be KEY=VALUE; got {item!r}")
+        try:
+            out[key] = json.loads(value)
+        except ValueError:
+            out[key] = value
+    return out
+
+
 def register(app: typer.Typer) -> None:
     @app.command()
     def bench(
@@ -35,6 +48,13 @@ def register(app: typer.Typer) -> None:
         warmup: Annotated[int, typer.Option(help="frames excluded from steady-state figures")] = 3,
         object_bias: Annotated[float, typer.Option(help="random weights: object-score bias; near 0 makes every "
                                                        "frame uncertain (SAM2Long pathways diverge)")] = 2.0,
+        max_batch: Annotated[str, typer.Option(help="comma-separated object batch sizes (1 = one object at a "
+                                                    "time, the official loop; 0 = the default)")] = "0",
+        autocast: Annotated[str, typer.Option(help="auto, off, bfloat16, float16")] = "auto",
+        compile: Annotated[str, typer.Option(help="comma-separated: off, on (torch.compile + warm-up)")] = "off",
+        encoder_ahead: Annotated[str, typer.Option(help="auto (GPU), on, off")] = "auto",
+        threads: Annotated[int | None, typer.Option(help="CPU threads (default: CPUs of this process)")] = None,
+        policy_option: Annotated[list[str] | None, typer.Option(help="policy option KEY=VALUE (repeatable)")] = None,
         json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
         md_out: Annotated[Path | None, typer.Option("--md", help="write a markdown table here")] = None,
         compare: Annotated[Path | None, typer.Option(help="earlier --json file: print FPS ratios")] = None,
@@ -49,11 +69,18 @@ def register(app: typer.Typer) -> None:
             h, w = (int(v) for v in resolution.lower().split("x"))
         except ValueError:
             raise InputError(f"--resolution must be HxW, e.g. 480x854; got {resolution!r}") from None
+        compiles = []
+        for v in _csv(compile):
+            if v not in ("on", "off"):
+                raise InputError(f"--compile takes on/off values; got {v!r}")
+            compiles.append(v == "on")
         base = BenchCase(arch=arch, checkpoint=checkpoint, source=source, height=h, width=w, warmup=warmup,
-                         object_bias=object_bias)
+                         object_bias=object_bias, autocast=autocast, encoder_ahead=encoder_ahead, threads=threads,
+                         policy_options=_policy_options(policy_option or []))
         sizes = [s or None for s in _csv(image_size, int)]
         results = run_sweep(base, model=_csv(models), frames=_csv(frames, int), objects=_csv(objects, int),
-                            image_size=sizes, device=_csv(device), dtype=_csv(dtype))
+                            image_size=sizes, device=_csv(device), dtype=_csv(dtype),
+                            max_batch=[b or None for b in _csv(max_batch, int)], compile=compiles)
         table = markdown_table(results)
         console = Console()
         console.print(table, soft_wrap=True, highlight=False)
@@ -72,7 +99,8 @@ def register(app: typer.Typer) -> None:
 
             def key(r: dict) -> tuple:
                 c = r["case"]
-                return (r["model"], c["arch"], r["image_size"], r["frames"], r["objects"], c["device"], c["dtype"])
+                return (r["model"], c["arch"], r["image_size"], r["frames"], r["objects"], c["device"], c["dtype"],
+                        c.get("max_batch", 1), c.get("compile", False))
 
             before = {key(r): r for r in old}
             for r in results:

@@ -53,6 +53,11 @@ class BenchCase:
     seed: int = 0
     object_bias: float = 2.0  # random weights only: object-score head bias (small = uncertain objects)
     policy_options: dict[str, Any] = field(default_factory=dict)
+    max_batch: int | None = None  # object hypotheses per memory-attention / decoder call (1 = one at a time)
+    autocast: str = "auto"
+    compile: bool = False
+    encoder_ahead: str = "auto"
+    threads: int | None = None
 
 
 def synthetic_video(num_frames: int, height: int, width: int, objects: int, seed: int = 0) -> Iterator[np.ndarray]:
@@ -107,9 +112,13 @@ def run_bench(case: BenchCase) -> dict[str, Any]:
     if spec.family == "yolo":
         raise InputError("vidtrack bench measures the SAM 2 family here; YOLO is benchmarked by ultralytics")
     cfg = TrackingConfig(device=case.device, dtype=case.dtype, checkpoint_path=case.checkpoint,
-                         policy_options=dict(case.policy_options), backward=False)
+                         policy_options=dict(case.policy_options), backward=False, max_batch=case.max_batch,
+                         autocast=case.autocast, compile=case.compile, encoder_ahead=case.encoder_ahead,
+                         threads=case.threads)
     loader = create_tracking_loader(case.model, cfg)
+    t_load = time.perf_counter()
     loader.load(model=None if case.checkpoint else _build_model(case))  # type: ignore[call-arg]
+    load_s = time.perf_counter() - t_load
     engine = loader.engine  # type: ignore[attr-defined]
     dev = engine.device
     if dev.type == "cuda":
@@ -135,19 +144,20 @@ def run_bench(case: BenchCase) -> dict[str, Any]:
     cpu_started = time.process_time()
     started = time.perf_counter()
     n = 0
-    started_steady = started
+    started_steady, cpu_steady = started, cpu_started
     for tf in loader.stream(frames, prompts):
         if n >= case.warmup:
             latencies.append(tf.processing_time + tf.timings.get("decode", 0.0))
             for k in STAGES:
                 stages[k] += tf.timings.get(k, 0.0)
         if n + 1 == case.warmup:
-            started_steady = time.perf_counter()
+            started_steady, cpu_steady = time.perf_counter(), time.process_time()
         n += 1
     elapsed = time.perf_counter() - started
     cpu_s = time.process_time() - cpu_started  # robust to other processes on the machine (not to spin-waits)
     steady_frames = max(n - case.warmup, 0)
     steady_s = time.perf_counter() - started_steady
+    cpu_steady_s = time.process_time() - cpu_steady
     state_bytes = _last_state_bytes(loader)
     lat = np.array(latencies) if latencies else np.zeros(1)
     result = {
@@ -164,11 +174,18 @@ def run_bench(case: BenchCase) -> dict[str, Any]:
         "steady_fps": steady_frames / steady_s if steady_s > 0 and steady_frames else 0.0,
         "ms_per_frame": 1000 * float(np.mean(lat)),
         "cpu_ms_per_frame": 1000 * cpu_s / max(n, 1),
+        "steady_cpu_ms_per_frame": 1000 * cpu_steady_s / max(steady_frames, 1),
+        "load_s": round(load_s, 2),
+        "engine": {"dtype": str(engine.dtype).removeprefix("torch."), "max_batch": engine.max_batch,
+                   "autocast": str(engine.autocast_dtype).removeprefix("torch.") if engine.autocast_dtype else None,
+                   "compile": case.compile, "encoder_ahead": bool(getattr(loader, "encoder_ahead", False)),
+                   "threads": torch.get_num_threads()},
         "latency_ms": {f"p{q}": 1000 * float(np.percentile(lat, q)) for q in (50, 90, 99)},
         "stage_ms_per_frame": {k: 1000 * v / max(steady_frames, 1) for k, v in stages.items()},
         "peak_rss_mb": round(peak_rss_mb(), 1),
         "peak_gpu_mb": round(torch.cuda.max_memory_allocated() / 2**20, 1) if dev.type == "cuda" else None,
         "state_kib": round(state_bytes / 1024, 1),
+        **_policy_stats(loader, n),
     }
     loader.unload()
     return result
@@ -180,18 +197,41 @@ def _boxes_from_first_frame(frame: np.ndarray, objects: int) -> list[tuple[float
             for i in range(objects)]
 
 
+def _policy_stats(loader: Any, frames: int) -> dict[str, Any]:
+    """SAM2Long: how many pathway passes ran per object and frame (1 = pathways identical, P = diverged)."""
+    session = getattr(loader, "last_session", None)
+    if session is None or session.policy.name != "sam2long":
+        return {}
+    states = [t.policy_state for t in session.tracks.values()]
+    runs, naive = sum(s.runs for s in states), sum(s.runs_naive for s in states)
+    tree_frames = max(frames - 1, 1) * max(len(states), 1)
+    return {"sam2long_runs_per_object_frame": round(runs / tree_frames, 3),
+            "sam2long_runs_official_per_object_frame": round(naive / tree_frames, 3)}
+
+
 def _last_state_bytes(loader: Any) -> int:
     session = getattr(loader, "last_session", None)
     return int(session.state_nbytes()) if session is not None else 0
 
 
-def run_sweep(base: BenchCase, **axes: list[Any]) -> list[dict[str, Any]]:
-    """Every combination of the given axes (e.g. ``model=[...], frames=[50, 400], objects=[1, 8]``)."""
+def run_sweep(base: BenchCase, *, isolate: bool = True, **axes: list[Any]) -> list[dict[str, Any]]:
+    """Every combination of the given axes (e.g. ``model=[...], frames=[50, 400], objects=[1, 8]``).
+
+    ``isolate`` runs each case in a fresh process: peak RSS is a per-process high-water mark, so cases sharing a
+    process would inherit each other's peaks (and caches and allocator state).
+    """
     keys = list(axes)
+    cases = [BenchCase(**{**asdict(base), **dict(zip(keys, values, strict=True))})
+             for values in itertools.product(*(axes[k] for k in keys))]
+    if not isolate:
+        return [run_bench(c) for c in cases]
+    import multiprocessing
+
+    ctx = multiprocessing.get_context("spawn")
     out = []
-    for values in itertools.product(*(axes[k] for k in keys)):
-        case = BenchCase(**{**asdict(base), **dict(zip(keys, values, strict=True))})
-        out.append(run_bench(case))
+    for c in cases:
+        with ctx.Pool(1) as pool:
+            out.append(pool.apply(run_bench, (c,)))
     return out
 
 
@@ -210,14 +250,16 @@ def machine_info() -> dict[str, Any]:
 
 
 def markdown_table(results: list[dict[str, Any]]) -> str:
-    head = ("| model | arch | px | frames | objects | dtype | device | FPS | ms/frame p50 | enc | mem-attn | dec | "
-            "mem-enc | policy | peak RSS MB | peak GPU MB | state KiB |")
+    head = ("| model | arch | px | frames | objects | dtype | device | batch | compile | FPS | ms/frame p50 | "
+            "CPU ms/frame | enc | mem-attn | dec | mem-enc | policy | peak RSS MB | peak GPU MB | state KiB |")
     rows = [head, "|" + "---|" * (head.count("|") - 1)]
     for r in results:
         c, s = r["case"], r["stage_ms_per_frame"]
         rows.append(
             f"| {r['model']} | {c['arch'] if not c['checkpoint'] else 'weights'} | {r['image_size']} | {r['frames']} | "
-            f"{r['objects']} | {c['dtype']} | {c['device']} | {r['steady_fps']:.2f} | {r['latency_ms']['p50']:.1f} | "
+            f"{r['objects']} | {r['engine']['autocast'] or r['engine']['dtype']} | {c['device']} | "
+            f"{r['engine']['max_batch']} | {'yes' if c['compile'] else 'no'} | "
+            f"{r['steady_fps']:.2f} | {r['latency_ms']['p50']:.1f} | {r['steady_cpu_ms_per_frame']:.0f} | "
             f"{s['image_encoder']:.1f} | {s['memory_attention']:.1f} | {s['decoder']:.1f} | "
             f"{s['memory_encoder']:.1f} | "
             f"{s['policy']:.1f} | {r['peak_rss_mb']} | {r['peak_gpu_mb'] or '-'} | {r['state_kib']} |"

@@ -9,10 +9,11 @@ The engine owns the model calls and the memory bank; a policy decides, per objec
 * per-frame metadata kept beside each memory (``frame_metadata``),
 * which records may be forgotten (``prune``), so memory stays bounded at any video length.
 
-Multi-hypothesis policies (SAM2Long) replace the whole tracked-frame step of an object through
-``track_frame`` (it runs memory attention, the decoder and the memory encoder itself, on the engine's stages),
-and may revise their outputs once the video ends (``final_masks``). The defaults (None / nothing) leave the
-engine's own single-hypothesis step, so vanilla SAM 2.1 and SAMURAI never go through these two hooks.
+Multi-hypothesis policies (SAM2Long) ask for several memory reads per object (``memory_reads``), get every
+read's decoder output back in ``track_frame`` (the engine batches the reads of all objects through memory
+attention and the decoder, and the records to memorise through the memory encoder), and may revise their
+outputs once the video ends (``final_masks``). The defaults (None / nothing) leave the engine's own
+single-hypothesis step, so vanilla SAM 2.1 and SAMURAI never go through these hooks.
 
 Policy state lives in ``ObjectTrack.policy_state`` (created by ``new_object_state``), i.e. per (session,
 object): nothing is shared between objects or videos.
@@ -28,7 +29,14 @@ import torch
 from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack
 
 if TYPE_CHECKING:
-    from vidtrack.engines.sam2.engine import ImageFeatures, ObjectOutput, Sam2Session, StepTimings
+    from vidtrack.engines.sam2.engine import (
+        DecoderRun,
+        ImageFeatures,
+        MemoryRead,
+        ObjectOutput,
+        Sam2Session,
+        StepTimings,
+    )
     from vidtrack.types import TrackingMask
 
 
@@ -114,13 +122,20 @@ class MemoryPolicy:
         return out
 
     # --- whole-step override (multi-hypothesis policies) ---------------------------------------------------
+    def memory_reads(self, session: Sam2Session, track: ObjectTrack, frame_idx: int) -> list[MemoryRead] | None:
+        """The memory reads (hypotheses) to run for this object on a tracked frame. None (the default) is the
+        engine's single read from :meth:`memory_frames` / :meth:`pointer_frames`; a list hands the decoder runs
+        of every read to :meth:`track_frame`. The engine batches all reads of all objects of a frame."""
+        return None
+
     def track_frame(
         self, session: Sam2Session, track: ObjectTrack, frame_idx: int, feats: ImageFeatures,
-        timings: StepTimings,
-    ) -> ObjectOutput | None:
-        """Run one tracked (non-prompted) frame of one object entirely, memory included, and return its output;
-        None (the default) lets the engine do its single-hypothesis step with the hooks above."""
-        return None
+        runs: list[DecoderRun], timings: StepTimings,
+    ) -> tuple[ObjectOutput, list[tuple[FrameRecord, torch.Tensor]]]:
+        """Turn the decoder runs of :meth:`memory_reads` into this frame's output and the records to memorise,
+        as (record, low-res mask logits) pairs; the engine encodes their memories in one batch and sets
+        ``maskmem_features``. Only called when :meth:`memory_reads` returned a list."""
+        raise NotImplementedError(f"{type(self).__name__}.memory_reads returned reads but track_frame is missing")
 
     def final_masks(self, session: Sam2Session, track: ObjectTrack) -> dict[int, TrackingMask]:
         """After the last frame: frame index -> mask replacing what was streamed for this object (non-causal

@@ -51,7 +51,14 @@ from vidtrack.policies.base import MemoryPolicy
 from vidtrack.types import TrackingMask
 
 if TYPE_CHECKING:
-    from vidtrack.engines.sam2.engine import ImageFeatures, ObjectOutput, Sam2Session, StepTimings
+    from vidtrack.engines.sam2.engine import (
+        DecoderRun,
+        ImageFeatures,
+        MemoryRead,
+        ObjectOutput,
+        Sam2Session,
+        StepTimings,
+    )
 
 PRESETS: dict[str, tuple[float, float]] = {
     "paper": (0.3, 2.0),  # arXiv 2410.16268 v3 §4.1
@@ -165,6 +172,8 @@ class Sam2LongObjectState:
     finished: list[Trace] = field(default_factory=list)  # traces frozen by a re-prompt (offline mode)
     choices: list[dict[str, Any]] = field(default_factory=list)  # per-frame decisions (record_choices only)
     runs: int = 0  # pathway forward passes actually computed (after de-duplication)
+    step_heads: list[Node | None] = field(default_factory=list)  # between memory_reads and track_frame
+    step_slots: list[int] = field(default_factory=list)
     runs_naive: int = 0  # passes the official code would run (P per tree frame)
 
     def live_nodes(self) -> list[Node]:
@@ -278,19 +287,13 @@ class Sam2LongPolicy(MemoryPolicy):
         return memories, pointers, mem_scores, ptr_scores
 
     # --- the step -------------------------------------------------------------------------------------------
-    def track_frame(
-        self, session: Sam2Session, track: ObjectTrack, frame_idx: int, feats: ImageFeatures,
-        timings: StepTimings,
-    ) -> ObjectOutput:
-        from vidtrack.engines.sam2.engine import NO_OBJ_SCORE, KeyScale, ObjectOutput
+    def memory_reads(self, session: Sam2Session, track: ObjectTrack, frame_idx: int) -> list[MemoryRead]:
+        """One read per *distinct* pathway head (identical pathways share a head node and are computed once);
+        the engine batches them with every other object's reads."""
+        from vidtrack.engines.sam2.engine import KeyScale, MemoryRead
 
-        eng = session.engine
         st: Sam2LongObjectState = track.policy_state
-        cfg = eng.config
-        multimask = bool(cfg.multimask_output_in_sam and cfg.multimask_output_for_tracking)
-        first = not st.pathways
-        # distinct heads (identical pathways share a head node and are computed once)
-        heads: list[Node | None] = [None] if first else []
+        heads: list[Node | None] = [None] if not st.pathways else []
         slot_of: list[int] = []
         for pw in st.pathways:
             idx = next((i for i, h in enumerate(heads) if h is pw.head), None)
@@ -298,43 +301,48 @@ class Sam2LongPolicy(MemoryPolicy):
                 heads.append(pw.head)
                 idx = len(heads) - 1
             slot_of.append(idx)
-        runs = []
+        st.step_heads, st.step_slots = heads, slot_of
+        reads = []
         for head in heads:
-            t0 = time.perf_counter()
             memories, pointers, ms, ps = self.pathway_memory(track, frame_idx, head, session.max_ptrs)
             scale = None
             if head is not None and self.key_modulation and len(memories) > 1:
                 scale = KeyScale(list(rank_weights(ms)), list(rank_weights(ps)))
-            pix = eng.memory_conditioned_features(feats, memories, pointers, session.max_ptrs, key_scale=scale)
-            t1 = time.perf_counter()
-            timings.add("memory_attention", t1 - t0)
-            masks, ious, tokens, logits = eng.sam_heads(pix, feats, multimask=multimask)
-            timings.add("decoder", time.perf_counter() - t1)
-            runs.append((masks, ious, tokens, float(logits.item())))
+            reads.append(MemoryRead(memories, pointers, scale))
+        return reads
+
+    def track_frame(
+        self, session: Sam2Session, track: ObjectTrack, frame_idx: int, feats: ImageFeatures,
+        runs: list[DecoderRun], timings: StepTimings,
+    ) -> tuple[ObjectOutput, list[tuple[FrameRecord, torch.Tensor]]]:
+        from vidtrack.engines.sam2.engine import NO_OBJ_SCORE, ObjectOutput
+
+        eng = session.engine
+        st: Sam2LongObjectState = track.policy_state
+        heads, slot_of = st.step_heads, st.step_slots
+        first = not st.pathways
         st.runs += len(heads)
 
         t0 = time.perf_counter()
         if first:  # frame s + 1: the plain SAM 2.1 step, shared by every pathway
-            masks, ious, _, logit = runs[0]
-            k = int(torch.argmax(ious[0]).item()) if multimask else 0
+            r0 = runs[0]
+            multimask = r0.masks.size(1) > 1
+            k = int(torch.argmax(r0.ious[0]).item()) if multimask else 0
             chosen = [Branch(0, k, 0.0)] * self.num_pathways
             parents_idx = [0] * self.num_pathways
             uncertain = False
-            iou_of = [float(ious[0].max().item())]
             st.runs_naive += 1
         else:
             st.runs_naive += len(st.pathways)
             chosen, uncertain = select_branches(
                 [pw.score for pw in st.pathways],
-                [runs[slot_of[p]][1][0].tolist() for p in range(len(st.pathways))],
-                [runs[slot_of[p]][3] for p in range(len(st.pathways))],
+                [runs[slot_of[p]].ious[0].tolist() for p in range(len(st.pathways))],
+                [runs[slot_of[p]].object_score_logit for p in range(len(st.pathways))],
                 self.num_pathways, self.uncertainty,
             )
             parents_idx = [slot_of[b.parent] for b in chosen]
-            iou_of = []
-        timings.add("policy", time.perf_counter() - t0)
 
-        # one node per distinct (parent head, candidate); memory encoded once per node, batch 1 as official
+        # one node per distinct (parent head, candidate); the engine encodes their memories in one batch
         new_nodes: dict[tuple[int, int], Node] = {}
         lows: dict[tuple[int, int], torch.Tensor] = {}
         order: list[tuple[int, int]] = []
@@ -342,16 +350,14 @@ class Sam2LongPolicy(MemoryPolicy):
             key = (h, b.candidate)
             if key in new_nodes:
                 continue
-            masks, ious, tokens, logit = runs[h]
+            run = runs[h]
             j = b.candidate
+            logit = run.object_score_logit
             present = torch.tensor([[logit > self.object_score_threshold]], device=eng.device)
-            low = torch.where(present[:, :, None, None], masks[:, j : j + 1], NO_OBJ_SCORE)
-            ptr = eng.object_pointer(tokens[:, j], present)
-            iou = iou_of[0] if first else float(ious[0, j].item())
-            t0 = time.perf_counter()
-            mem = eng.encode_memory(feats, eng.upsample(low), torch.tensor([[logit]], device=eng.device), False)
-            timings.add("memory_encoder", time.perf_counter() - t0)
-            rec = FrameRecord(frame_idx, False, ptr, logit, iou, maskmem_features=mem, meta={"candidate": j})
+            low = torch.where(present[:, :, None, None], run.masks[:, j : j + 1], NO_OBJ_SCORE)
+            ptr = eng.object_pointer(run.tokens[:, j], present)
+            iou = float(run.ious[0].max().item()) if first else float(run.ious[0, j].item())
+            rec = FrameRecord(frame_idx, False, ptr, logit, iou, meta={"candidate": j})
             parent = heads[h]
             admitted = parent.admitted if parent is not None else ()
             node = Node(rec, admitted)
@@ -375,9 +381,11 @@ class Sam2LongPolicy(MemoryPolicy):
             st.choices.append({"frame": frame_idx, "uncertain": uncertain, "distinct_runs": len(heads),
                                "parents": [b.parent for b in chosen], "candidates": [b.candidate for b in chosen],
                                "scores": [b.score for b in chosen], "first": first,
-                               "object_logits": [r[3] for r in runs]})
+                               "object_logits": [r.object_score_logit for r in runs]})
+        st.step_heads, st.step_slots = [], []
+        timings.add("policy", time.perf_counter() - t0)
         best = (parents_idx[0], chosen[0].candidate)
-        return outs[best]
+        return outs[best], [(new_nodes[k].rec, lows[k]) for k in order]
 
     # --- offline output --------------------------------------------------------------------------------------
     def final_masks(self, session: Sam2Session, track: ObjectTrack) -> dict[int, TrackingMask]:

@@ -18,6 +18,7 @@ one at a time and dropped after use.
 
 from __future__ import annotations
 
+import contextlib
 import time
 from collections.abc import Iterable
 from dataclasses import dataclass, field
@@ -40,6 +41,11 @@ from vidtrack.errors import InputError
 from vidtrack.policies.base import Candidates, MemoryPolicy
 from vidtrack.types import Prompt, TrackingMask, rle_encode
 
+CPU_MAX_BATCH = 4
+"""Default object batch on CPUs: memory attention per object measured 558 / 531 / 522 / 570 ms at batch
+1 / 2 / 4 / 8 (hiera memory attention at 512 px, one thread): compute-bound, so batching only saves overheads
+until the activations outgrow the caches."""
+GPU_MAX_BATCH = 16
 NO_OBJ_SCORE = -1024.0
 """Logit written over every pixel of an absent object's mask (as in the official code)."""
 
@@ -78,6 +84,29 @@ class StepTimings:
 
 
 @dataclass
+class MemoryRead:
+    """What one hypothesis of one object attends to on one frame: (temporal slot, record) memory entries,
+    (signed distance, record) pointer entries and optional SAM2Long key weights."""
+
+    memories: list[tuple[int, FrameRecord]]
+    pointers: list[tuple[int, FrameRecord]]
+    key_scale: KeyScale | None = None
+
+
+@dataclass
+class DecoderRun:
+    """Memory attention + mask decoder output for one :class:`MemoryRead`, before any choice.
+
+    ``masks`` (1, K, h, w) logits before the object-present gate, ``ious`` (1, K), ``tokens`` (1, K, C).
+    """
+
+    masks: torch.Tensor
+    ious: torch.Tensor
+    tokens: torch.Tensor
+    object_score_logit: float
+
+
+@dataclass
 class KeyScale:
     """Per-entry weights on memory-attention keys: one (0-d) tensor per memory frame, then per object pointer,
     in the order the entries are given to :meth:`Sam2Engine.memory_conditioned_features`."""
@@ -95,7 +124,8 @@ def memory_attention_scaled_keys(
     num_ptr_tokens: int,
     key_scale: torch.Tensor,
 ) -> torch.Tensor:
-    """``Sam2VideoMemoryAttention.forward`` with every layer's cross-attention key multiplied per memory token.
+    """``Sam2VideoMemoryAttention.forward`` with every layer's cross-attention key multiplied per memory token
+(``key_scale`` (B, N): one row per batch element).
 
     Same sub-modules and order of operations as transformers' ``Sam2VideoMemoryAttention`` /
     ``Sam2VideoMemoryAttentionLayer.forward``; the one change is ``key = scale * (memory + pos)`` (value stays
@@ -106,7 +136,7 @@ def memory_attention_scaled_keys(
     output = output.transpose(0, 1)
     keys = memory.transpose(0, 1).unsqueeze(1)
     key_pos = memory_pos.transpose(0, 1).unsqueeze(1)
-    scaled_key = (keys + key_pos) * key_scale.reshape(1, 1, -1, 1)
+    scaled_key = (keys + key_pos) * key_scale.reshape(key_scale.shape[0], 1, -1, 1)
     rope = attn.rotary_emb(output, attn.position_ids)
     for layer in attn.layers:
         queries = output.unsqueeze(1) if output.ndim == 3 else output
@@ -132,9 +162,17 @@ class Sam2Engine:
         *,
         device: torch.device | str = "cpu",
         resize: ResizeMethod = "transformers",
+        max_batch: int | None = None,
+        autocast_dtype: torch.dtype | None = None,
     ) -> None:
-        self.model = model.eval()
         self.device = torch.device(device)
+        if max_batch is None:
+            max_batch = CPU_MAX_BATCH if self.device.type == "cpu" else GPU_MAX_BATCH
+        if max_batch < 1:
+            raise InputError(f"max_batch must be >= 1; got {max_batch}")
+        self.model = model.eval()
+        self.max_batch = int(max_batch)
+        self.autocast_dtype = autocast_dtype
         self.resize: ResizeMethod = resize
         cfg = model.config
         self.config = cfg
@@ -160,6 +198,31 @@ class Sam2Engine:
         reverse: bool = False,
     ) -> Sam2Session:
         return Sam2Session(self, policy, height, width, num_frames=num_frames, reverse=reverse)
+
+    def autocast(self) -> contextlib.AbstractContextManager[Any]:
+        """Mixed precision for the model calls when asked for (see :func:`runtime.resolve_precision`)."""
+        if self.autocast_dtype is None:
+            return contextlib.nullcontext()
+        return torch.autocast(self.device.type, dtype=self.autocast_dtype)
+
+    @torch.inference_mode()
+    def warmup(self, frames: int | None = None) -> None:
+        """Run two short synthetic clips (boxes on a grey frame: one object, then two) so lazy work --
+        ``torch.compile`` for batch 1 and for any larger batch, cuDNN autotuning, allocator growth -- happens
+        before the first real frame. Covers every memory length of the first ``num_maskmem + 1`` frames."""
+        n = frames if frames is not None else self.num_maskmem + 1
+        side = max(self.image_size // 4, 16)
+        frame = np.full((side, side, 3), 127, np.uint8)
+        frame[side // 4 : 3 * side // 4, side // 4 : 3 * side // 4] = (200, 60, 60)
+        boxes = [(side / 4, side / 4, 3 * side / 4, 3 * side / 4), (0.0, 0.0, side / 2, side / 2)]
+        for objects in (1, 2):
+            policy = MemoryPolicy(self.num_maskmem, self.max_obj_ptrs)
+            session = self.new_session(policy, side, side, num_frames=n)
+            first = [Prompt.from_box(0, k + 1, boxes[k]) for k in range(objects)]
+            for i in range(n):
+                session.step(i, frame, first if i == 0 else [])
+        if self.device.type == "cuda":
+            torch.cuda.synchronize(self.device)
 
     # --- model stages ------------------------------------------------------------------------------------
     def preprocess(self, frame: np.ndarray) -> torch.Tensor:
@@ -255,29 +318,21 @@ class Sam2Engine:
         self.maskmem_pos_enc(features)
         return features.to(torch.bfloat16).flatten(2).permute(2, 0, 1)
 
-    def memory_conditioned_features(
-        self,
-        feats: ImageFeatures,
-        memories: list[tuple[int, FrameRecord]],
-        pointers: list[tuple[int, FrameRecord]],
-        max_ptrs: int,
-        key_scale: KeyScale | None = None,
-    ) -> torch.Tensor:
-        """Memory attention of the current frame over spatial memories and object pointers -> (1, C, H, W).
-
-        ``key_scale`` (SAM2Long) multiplies the cross-attention *keys* (memory + position encoding) of each
-        memory frame and each object pointer by a weight; values are untouched. None (every other policy)
-        runs the model's own memory attention unchanged.
-        """
+    def memory_tokens(
+        self, read: MemoryRead, max_ptrs: int
+    ) -> tuple[torch.Tensor, torch.Tensor, int, torch.Tensor | None]:
+        """One read's memory tokens (N, 1, mem_dim), their position encodings, the number of object-pointer
+        tokens (the last ones, excluded from RoPE) and the per-token key weights (N,) or None."""
         m = self.model
         mem: list[torch.Tensor] = []
         mem_pos: list[torch.Tensor] = []
         pos_enc = self._maskmem_pos_enc
-        for slot, rec in memories:
+        for slot, rec in read.memories:
             assert rec.maskmem_features is not None and pos_enc is not None
             mem.append(rec.maskmem_features.to(self.device))
             mem_pos.append(pos_enc + m.memory_temporal_positional_encoding[slot].reshape(1, 1, -1))
         num_ptr_tokens = 0
+        pointers = read.pointers
         if pointers:
             ptrs = torch.stack([rec.obj_ptr for _, rec in pointers], dim=0).to(self.device)  # (N, 1, C)
             c = self.hidden_dim
@@ -296,26 +351,92 @@ class Sam2Engine:
             num_ptr_tokens = ptrs.shape[0]
         memory = torch.cat(mem, dim=0).to(self.dtype)
         memory_pos = torch.cat(mem_pos, dim=0).to(self.dtype)
-        if key_scale is None:
-            out = m.memory_attention(
-                current_vision_features=feats.top,
+        scale = None
+        ks = read.key_scale
+        if ks is not None:
+            assert len(ks.frames) == len(read.memories) and len(ks.pointers) == len(pointers)
+            tokens = [x.shape[0] for x in mem[: len(read.memories)]]
+            per_ptr = num_ptr_tokens // max(len(pointers), 1)
+            scale = torch.cat(
+                [w.reshape(1).expand(n) for w, n in zip(ks.frames, tokens, strict=True)]
+                + [w.reshape(1).expand(per_ptr) for w in ks.pointers]
+            ).to(device=self.device, dtype=self.dtype)
+        return memory, memory_pos, num_ptr_tokens, scale
+
+    def memory_conditioned_features(
+        self,
+        feats: ImageFeatures,
+        memories: list[tuple[int, FrameRecord]],
+        pointers: list[tuple[int, FrameRecord]],
+        max_ptrs: int,
+        key_scale: KeyScale | None = None,
+    ) -> torch.Tensor:
+        """Memory attention of the current frame over one object's memories and pointers -> (1, C, H, W)."""
+        return self.memory_conditioned_batch(feats, [MemoryRead(memories, pointers, key_scale)], max_ptrs)
+
+    def memory_conditioned_batch(self, feats: ImageFeatures, reads: list[MemoryRead], max_ptrs: int) -> torch.Tensor:
+        """Memory attention for several reads of the same frame in one call -> (B, C, H, W), in read order.
+
+        Every read must have the same token layout (number of memory frames and of pointers) and either all or
+        none carry key weights; :meth:`decode_reads` groups reads that way. ``key_scale`` (SAM2Long) multiplies
+        the cross-attention *keys* (memory + position encoding) of each memory frame and object pointer by a
+        weight; values are untouched. Reads without weights run the model's own memory attention unchanged.
+        """
+        parts = [self.memory_tokens(r, max_ptrs) for r in reads]
+        b = len(parts)
+        memory = torch.cat([p[0] for p in parts], dim=1)
+        memory_pos = torch.cat([p[1] for p in parts], dim=1)
+        num_ptr_tokens = parts[0][2]
+        current = feats.top.expand(-1, b, -1)
+        current_pos = feats.vision_pos[-1].expand(-1, b, -1)
+        scales = [p[3] for p in parts]
+        if all(x is None for x in scales):
+            out = self.model.memory_attention(
+                current_vision_features=current,
                 memory=memory,
-                current_vision_position_embeddings=feats.vision_pos[-1],
+                current_vision_position_embeddings=current_pos,
                 memory_posision_embeddings=memory_pos,
                 num_object_pointer_tokens=num_ptr_tokens,
             )
         else:
-            assert len(key_scale.frames) == len(memories) and len(key_scale.pointers) == len(pointers)
-            tokens = [x.shape[0] for x in mem[: len(memories)]]
-            per_ptr = num_ptr_tokens // max(len(pointers), 1)
-            scale = torch.cat(
-                [w.reshape(1).expand(n) for w, n in zip(key_scale.frames, tokens, strict=True)]
-                + [w.reshape(1).expand(per_ptr) for w in key_scale.pointers]
-            ).to(device=self.device, dtype=self.dtype)
+            assert all(x is not None for x in scales), "key weights for some reads of a batch only"
+            scale = torch.stack([x for x in scales if x is not None], dim=0)
             out = memory_attention_scaled_keys(
-                m.memory_attention, feats.top, memory, feats.vision_pos[-1], memory_pos, num_ptr_tokens, scale
+                self.model.memory_attention, current, memory, current_pos, memory_pos, num_ptr_tokens, scale
             )
-        return out.squeeze(1).transpose(1, 2).reshape(1, self.hidden_dim, *self.feat_sizes[-1])
+        return out[0].transpose(1, 2).reshape(b, self.hidden_dim, *self.feat_sizes[-1])  # (1, B, HW, C) in
+
+    def decode_reads(
+        self, feats: ImageFeatures, reads: list[MemoryRead], max_ptrs: int, multimask: bool, timings: StepTimings
+    ) -> list[DecoderRun]:
+        """Memory attention and the mask decoder for every read of one frame (all objects, all hypotheses),
+        batched: reads with the same token layout share one memory-attention call, and every read goes through
+        one decoder call, in chunks of ``max_batch``. ``max_batch=1`` is the official one-at-a-time loop."""
+        if not reads:
+            return []
+        t0 = time.perf_counter()
+        groups: dict[tuple[int, int, bool], list[int]] = {}
+        for i, r in enumerate(reads):
+            groups.setdefault((len(r.memories), len(r.pointers), r.key_scale is None), []).append(i)
+        pix: list[torch.Tensor | None] = [None] * len(reads)
+        for idx in groups.values():
+            for c in range(0, len(idx), self.max_batch):
+                chunk = idx[c : c + self.max_batch]
+                out = self.memory_conditioned_batch(feats, [reads[i] for i in chunk], max_ptrs)
+                for j, i in enumerate(chunk):
+                    pix[i] = out[j : j + 1]
+        t1 = time.perf_counter()
+        timings.add("memory_attention", t1 - t0)
+        runs: list[DecoderRun] = []
+        for c in range(0, len(reads), self.max_batch):
+            batch = torch.cat([p for p in pix[c : c + self.max_batch] if p is not None], dim=0)
+            masks, ious, tokens, logits = self.sam_heads(batch, feats, multimask=multimask)
+            runs.extend(
+                DecoderRun(masks[j : j + 1], ious[j : j + 1], tokens[j : j + 1], float(logits[j, 0].item()))
+                for j in range(batch.size(0))
+            )
+        timings.add("decoder", time.perf_counter() - t1)
+        return runs
 
     def upsample(self, low_res: torch.Tensor) -> torch.Tensor:
         return F.interpolate(low_res.float(), size=(self.image_size, self.image_size), mode="bilinear",
@@ -363,9 +484,19 @@ class Sam2Session:
 
     @torch.inference_mode()
     def step(
-        self, frame_idx: int, frame: np.ndarray, prompts: Iterable[Prompt] = ()
+        self, frame_idx: int, frame: np.ndarray, prompts: Iterable[Prompt] = (),
+        features: ImageFeatures | None = None,
     ) -> tuple[list[ObjectOutput], StepTimings]:
-        """Process one frame: apply its prompts, track every started object, memorise, prune."""
+        """Process one frame: apply its prompts, track every started object, memorise, prune.
+
+        ``features`` are this frame's image-encoder output when computed ahead (:class:`runtime.EncoderAhead`).
+        """
+        with self.engine.autocast():
+            return self._step(frame_idx, frame, prompts, features)
+
+    def _step(
+        self, frame_idx: int, frame: np.ndarray, prompts: Iterable[Prompt], features: ImageFeatures | None
+    ) -> tuple[list[ObjectOutput], StepTimings]:
         eng = self.engine
         timings = StepTimings()
         self._check_order(frame_idx)
@@ -379,12 +510,16 @@ class Sam2Session:
                 f"{self.width}x{self.height}; every frame of a video must have the same size"
             )
 
-        t0 = time.perf_counter()
-        feats = eng.encode_image(eng.preprocess(frame))
-        timings.add("image_encoder", time.perf_counter() - t0)
+        if features is None:
+            t0 = time.perf_counter()
+            feats = eng.encode_image(eng.preprocess(frame))
+            timings.add("image_encoder", time.perf_counter() - t0)
+        else:
+            feats = features
 
-        outputs: list[ObjectOutput] = []
-        to_memorise: list[tuple[ObjectTrack, FrameRecord, torch.Tensor, bool]] = []
+        by_id: dict[int, ObjectOutput] = {}
+        to_memorise: list[tuple[FrameRecord, torch.Tensor, bool]] = []  # (record, high-res logits, binarize)
+        tracked: list[tuple[ObjectTrack, list[MemoryRead], bool]] = []  # (track, reads, policy-owned step)
         for obj_id in sorted(set(self.tracks) | set(by_obj)):
             track = self.tracks.get(obj_id)
             if track is None:
@@ -395,30 +530,47 @@ class Sam2Session:
             if prompt is not None:
                 out, rec, hi = self._prompted_frame(track, frame_idx, feats, prompt, timings)
                 track.cond[frame_idx] = rec
-                to_memorise.append((track, rec, hi, True))
+                self.policy.record_stored(track, rec)
+                to_memorise.append((rec, hi, True))
+                by_id[obj_id] = out
             elif track.started:
-                custom = self.policy.track_frame(self, track, frame_idx, feats, timings)
-                if custom is not None:  # the policy ran (and memorised) this frame itself, e.g. SAM2Long
-                    outputs.append(custom)
-                    continue
-                out, rec, hi = self._tracked_frame(track, frame_idx, feats, timings)
-                track.non_cond[frame_idx] = rec
-                to_memorise.append((track, rec, hi, False))
+                reads = self.policy.memory_reads(self, track, frame_idx)
+                if reads is None:
+                    read = MemoryRead(self.policy.memory_frames(track, frame_idx),
+                                      self.policy.pointer_frames(track, frame_idx, self.max_ptrs))
+                    tracked.append((track, [read], False))
+                else:
+                    tracked.append((track, reads, True))
+
+        # every object's (and hypothesis') memory attention and decoder, batched
+        cfg = eng.config
+        multimask = bool(cfg.multimask_output_in_sam and cfg.multimask_output_for_tracking)
+        runs = eng.decode_reads(feats, [r for _, reads, _ in tracked for r in reads], self.max_ptrs, multimask,
+                                timings)
+        at = 0
+        for track, reads, custom in tracked:
+            mine, at = runs[at : at + len(reads)], at + len(reads)
+            if custom:  # the policy turns its hypotheses into an output and the records to memorise (SAM2Long)
+                out, pending = self.policy.track_frame(self, track, frame_idx, feats, mine, timings)
+                to_memorise.extend((rec, eng.upsample(low), False) for rec, low in pending)
             else:
-                continue
-            self.policy.record_stored(track, rec)
-            outputs.append(out)
+                out, rec, hi = self._tracked_frame(track, frame_idx, mine[0], timings)
+                track.non_cond[frame_idx] = rec
+                self.policy.record_stored(track, rec)
+                to_memorise.append((rec, hi, False))
+            by_id[track.object_id] = out
+        outputs = [by_id[k] for k in sorted(by_id)]
 
         t0 = time.perf_counter()
         for binarize in (True, False):
-            group = [x for x in to_memorise if x[3] is binarize]
-            if not group:
-                continue
-            masks = torch.cat([hi for _, _, hi, _ in group], dim=0)
-            logits = torch.tensor([[r.object_score_logit] for _, r, _, _ in group], device=eng.device)
-            mem = eng.encode_memory(feats, masks, logits, binarize)
-            for i, (_, rec, _, _) in enumerate(group):
-                rec.maskmem_features = mem[:, i : i + 1].clone()
+            group = [x for x in to_memorise if x[2] is binarize]
+            for c in range(0, len(group), eng.max_batch):
+                chunk = group[c : c + eng.max_batch]
+                masks = torch.cat([hi for _, hi, _ in chunk], dim=0)
+                logits = torch.tensor([[r.object_score_logit] for r, _, _ in chunk], device=eng.device)
+                mem = eng.encode_memory(feats, masks, logits, binarize)
+                for i, (rec, _, _) in enumerate(chunk):
+                    rec.maskmem_features = mem[:, i : i + 1].clone()
         timings.add("memory_encoder", time.perf_counter() - t0)
 
         t0 = time.perf_counter()
@@ -539,29 +691,22 @@ class Sam2Session:
         return out, rec, hi
 
     def _tracked_frame(
-        self, track: ObjectTrack, frame_idx: int, feats: ImageFeatures, timings: StepTimings
+        self, track: ObjectTrack, frame_idx: int, run: DecoderRun, timings: StepTimings
     ) -> tuple[ObjectOutput, FrameRecord, torch.Tensor]:
+        """The single-hypothesis choice (SAM 2.1, SAMURAI) on one object's decoder run."""
         eng = self.engine
         t0 = time.perf_counter()
-        memories = self.policy.memory_frames(track, frame_idx)
-        pointers = self.policy.pointer_frames(track, frame_idx, self.max_ptrs)
-        pix = eng.memory_conditioned_features(feats, memories, pointers, self.max_ptrs)
-        t1 = time.perf_counter()
-        timings.add("memory_attention", t1 - t0)
-        cfg = eng.config
-        multimask = bool(cfg.multimask_output_in_sam and cfg.multimask_output_for_tracking)
-        masks, ious, tokens, obj_logits = eng.sam_heads(pix, feats, multimask=multimask)
-        t2 = time.perf_counter()
-        timings.add("decoder", t2 - t1)
-        cands = Candidates(masks[0], ious[0], tokens[0], float(obj_logits.item()), multimask, eng.image_size)
+        multimask = run.masks.size(1) > 1
+        cands = Candidates(run.masks[0], run.ious[0], run.tokens[0], run.object_score_logit, multimask,
+                           eng.image_size)
         k = self.policy.choose_candidate(track, frame_idx, cands)
         meta = self.policy.frame_metadata(track, frame_idx, cands, k)
-        present = obj_logits > self.policy.object_score_threshold
-        low = torch.where(present[:, :, None, None], masks[:, k : k + 1], NO_OBJ_SCORE)
-        ptr = eng.object_pointer(tokens[:, k], present)
-        logit = float(obj_logits.item())
-        iou = float(ious[0, k].item())
-        timings.add("policy", time.perf_counter() - t2)
+        logit = run.object_score_logit
+        present = torch.tensor([[logit > self.policy.object_score_threshold]], device=eng.device)
+        low = torch.where(present[:, :, None, None], run.masks[:, k : k + 1], NO_OBJ_SCORE)
+        ptr = eng.object_pointer(run.tokens[:, k], present)
+        iou = float(run.ious[0, k].item())
+        timings.add("policy", time.perf_counter() - t0)
         rec = FrameRecord(frame_idx, False, ptr, logit, iou, meta=meta)
         out = ObjectOutput(track.object_id, low, iou, logit, not bool(present.item()), False)
         return out, rec, eng.upsample(low)

@@ -21,6 +21,7 @@ from vidtrack.api import (
 )
 from vidtrack.catalog import ModelSpec
 from vidtrack.engines.sam2.engine import Sam2Engine, Sam2Session
+from vidtrack.engines.sam2.runtime import EncoderAhead, apply_cpu_threads, compile_model, resolve_precision
 from vidtrack.engines.sam2.weights import load_sam2_model
 from vidtrack.errors import InputError, NotLoadedError
 from vidtrack.policies import make_policy
@@ -44,18 +45,6 @@ def resolve_device(device: str) -> torch.device:
     if dev.type == "cuda" and dev.index is not None and dev.index >= torch.cuda.device_count():
         raise InputError(f"device {device!r} does not exist: {torch.cuda.device_count()} CUDA GPU(s) are visible")
     return dev
-
-
-def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
-    if dtype == "auto":
-        if device.type == "cuda" and torch.cuda.is_bf16_supported():
-            return torch.bfloat16
-        return torch.float32
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in table:
-        raise InputError(f"unknown dtype {dtype!r}; use auto, float32, bfloat16 or float16")
-    return table[dtype]
 
 
 class LiveTracker:
@@ -93,7 +82,13 @@ class Sam2Loader(TrackingModelLoader):
         self.engine: Sam2Engine | None = None
         self.last_session: Sam2Session | None = None
         self.device = resolve_device(config.device)
-        self.dtype = resolve_dtype(config.dtype, self.device)
+        self.dtype, self.autocast_dtype = resolve_precision(config.dtype, config.autocast, self.device)
+        if config.encoder_ahead not in ("auto", "on", "off"):
+            raise InputError(f"encoder_ahead must be auto, on or off; got {config.encoder_ahead!r}")
+        # auto: on a GPU the encoder overlaps the memory path on a second stream; on a CPU both would compete
+        # for the same cores, so it is opt-in there
+        self.encoder_ahead = config.encoder_ahead == "on" or (
+            config.encoder_ahead == "auto" and self.device.type == "cuda")
         if config.resize not in ("transformers", "official"):
             raise InputError(f"resize must be 'transformers' or 'official'; got {config.resize!r}")
 
@@ -106,7 +101,9 @@ class Sam2Loader(TrackingModelLoader):
         """Load the weights; ``model`` may be an already-built ``Sam2VideoModel`` (tests, custom configs)."""
         if self.engine is not None:
             return self
-        if self.config.threads:
+        if self.device.type == "cpu":
+            apply_cpu_threads(self.config.threads)
+        elif self.config.threads:
             torch.set_num_threads(self.config.threads)
         if model is None:
             model = load_sam2_model(
@@ -120,7 +117,13 @@ class Sam2Loader(TrackingModelLoader):
             )
         else:
             model = model.to(device=self.device, dtype=self.dtype)
-        self.engine = Sam2Engine(model, device=self.device, resize=self.config.resize)  # type: ignore[arg-type]
+        if self.config.compile:
+            compile_model(model)
+        engine = Sam2Engine(model, device=self.device, resize=self.config.resize,  # type: ignore[arg-type]
+                            max_batch=self.config.max_batch, autocast_dtype=self.autocast_dtype)
+        if self.config.compile:
+            engine.warmup()
+        self.engine = engine
         return self
 
     def unload(self) -> None:
@@ -168,18 +171,23 @@ class Sam2Loader(TrackingModelLoader):
         session = eng.new_session(self.new_policy(), height, width, num_frames=src.num_frames)
         self.last_session = session  # for inspection (state size); bounded, released by unload()
         pos = 0
+        frames: Iterable[tuple[int, np.ndarray, Any, float]] = (
+            EncoderAhead(eng, iter(src)) if self.encoder_ahead else ((i, f, None, 0.0) for i, f in src)
+        )
         try:
             t_wait = time.perf_counter()
-            for frame_idx, frame in src:
-                decode = time.perf_counter() - t_wait
+            for frame_idx, frame, feats, enc_s in frames:
+                wait = time.perf_counter() - t_wait  # decoding (and, ahead, what the encoder did not hide)
                 here = [p.at(pos) for p in schedule.at(frame_idx)]
                 t0 = time.perf_counter()
-                outputs, timings = session.step(pos, frame, here)
+                outputs, timings = session.step(pos, frame, here, features=feats)
                 masks = session.to_tracking_masks(outputs)
                 elapsed = time.perf_counter() - t0
                 if frame_cache is not None:
                     frame_cache.offer(pos, frame_idx, frame)
-                stages = {"decode": decode, **timings.stages}
+                stages = {"decode": wait, **timings.stages}
+                if feats is not None:  # encoder time spent in the worker, overlapped with the previous frame
+                    stages["image_encoder"] = enc_s
                 yield TrackingFrame(frame_idx, masks, {m.object_id: m.occluded for m in masks}, elapsed, stages)
                 pos += 1
                 t_wait = time.perf_counter()
