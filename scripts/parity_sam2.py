@@ -41,6 +41,7 @@ def main() -> None:
     ap.add_argument("--box", help="x1,y1,x2,y2 on frame 0 for --obj-id")
     ap.add_argument("--obj-id", type=int, default=1)
     ap.add_argument("--resize", default="official", choices=["official", "transformers"])
+    ap.add_argument("--max-batch", type=int, default=None, help="objects per memory-attention call (default: engine's)")
     ap.add_argument("--json", help="write the figures here")
     ap.add_argument("--offline", action="store_true", help="use track_video (SAM2Long offline back-tracking)")
     ap.add_argument("--policy-option", action="append", default=[], metavar="KEY=VALUE",
@@ -66,6 +67,7 @@ def main() -> None:
     if args.model.startswith("sam2long"):
         options.setdefault("record_choices", True)
     cfg = TrackingConfig(device="cpu", dtype="float32", checkpoint_path=args.checkpoint, resize=args.resize,
+                         max_batch=args.max_batch,
                          policy_options=options)
     loader = create_tracking_loader(args.model, cfg).load()
     ious: dict[int, list[float]] = {o: [] for o in ids}

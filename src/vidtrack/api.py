@@ -60,8 +60,8 @@ class TrackingConfig:
             (affinity-aware, so a container or Ray worker limited to N CPUs uses N threads).
         max_batch: how many object hypotheses (objects, SAM2Long pathways) go through memory attention, the
             mask decoder and the memory encoder in one call; 1 runs them one at a time like the official code.
-            None: 16 on GPUs; 4 on CPUs, where memory attention is compute-bound and larger batches only add
-            cache misses (BENCHMARKS.md).
+            None: 16 on GPUs; 1 on CPUs, where memory attention is compute-bound and batching measured slower
+            (BENCHMARKS.md).
     """
 
     model_id: str | None = None

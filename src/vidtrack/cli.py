@@ -54,7 +54,7 @@ def track(
     encoder_ahead: Annotated[str, typer.Option(help="image encoder one frame ahead: auto (GPU), on, off")] = "auto",
     threads: Annotated[int | None, typer.Option(help="CPU threads (default: CPUs available to this process)")] = None,
     max_batch: Annotated[int | None, typer.Option(help="objects per memory-attention/decoder call (1 = one at "
-                                                       "a time; default 16 on GPU, 4 on CPU)")] = None,
+                                                       "a time; default 16 on GPU, 1 on CPU)")] = None,
     stride: Annotated[int, typer.Option(help="process every N-th frame")] = 1,
     start: Annotated[int, typer.Option(help="first frame")] = 0,
     end: Annotated[int | None, typer.Option(help="stop before this frame")] = None,

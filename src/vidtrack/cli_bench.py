@@ -36,7 +36,8 @@ def register(app: typer.Typer) -> None:
     def bench(
         models: Annotated[str, typer.Option(help="comma-separated model names")] = "sam2.1-tiny",
         arch: Annotated[str, typer.Option(help="random weights at: test (1.4 M params), tiny, small, base-plus, "
-                                               "large; ignored with --checkpoint")] = "test",
+                                               "large, or auto (each model's own size); ignored with "
+                                               "--checkpoint")] = "test",
         checkpoint: Annotated[str | None, typer.Option(help="real weights (Meta .pt or transformers folder)")] = None,
         source: Annotated[str | None, typer.Option(help="video to run on (default: generated moving shapes)")] = None,
         frames: Annotated[str, typer.Option(help="comma-separated video lengths")] = "50",
@@ -48,6 +49,8 @@ def register(app: typer.Typer) -> None:
         warmup: Annotated[int, typer.Option(help="frames excluded from steady-state figures")] = 3,
         object_bias: Annotated[float, typer.Option(help="random weights: object-score bias; near 0 makes every "
                                                        "frame uncertain (SAM2Long pathways diverge)")] = 2.0,
+        iou_spread: Annotated[float, typer.Option(help="random weights: spread of predicted IoUs; e.g. 0.2 makes "
+                                                      "SAM2Long pathways diverge on uncertain frames")] = 0.0,
         max_batch: Annotated[str, typer.Option(help="comma-separated object batch sizes (1 = one object at a "
                                                     "time, the official loop; 0 = the default)")] = "0",
         autocast: Annotated[str, typer.Option(help="auto, off, bfloat16, float16")] = "auto",
@@ -75,7 +78,8 @@ def register(app: typer.Typer) -> None:
                 raise InputError(f"--compile takes on/off values; got {v!r}")
             compiles.append(v == "on")
         base = BenchCase(arch=arch, checkpoint=checkpoint, source=source, height=h, width=w, warmup=warmup,
-                         object_bias=object_bias, autocast=autocast, encoder_ahead=encoder_ahead, threads=threads,
+                         object_bias=object_bias, iou_spread=iou_spread, autocast=autocast,
+                         encoder_ahead=encoder_ahead, threads=threads,
                          policy_options=_policy_options(policy_option or []))
         sizes = [s or None for s in _csv(image_size, int)]
         results = run_sweep(base, model=_csv(models), frames=_csv(frames, int), objects=_csv(objects, int),

@@ -124,6 +124,11 @@ def run_local(jobs: list[VideoJob], *, out_dir: Any, workers: int, device: str, 
 
     ``workers=0`` tracks in this process (no pool), which is handy for debugging and small batches.
     """
+    if threads is None and workers > 1 and (device == "cpu" or not visible_gpus()):
+        # the CPUs of this process shared between the workers, instead of every worker taking all of them
+        from vidtrack.engines.sam2.runtime import default_cpu_threads
+
+        threads = max(1, default_cpu_threads() // workers)
     proc_kwargs: dict[str, Any] = {"out_dir": str(out_dir), "device": device, "retries": retries, "threads": threads}
     if workers <= 0:
         from vidtrack.batch.worker import VideoProcessor

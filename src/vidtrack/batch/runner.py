@@ -35,7 +35,7 @@ class BatchOptions:
         device: ``auto``, ``cpu`` or ``cuda``. Local workers each see one GPU (round-robin), Ray assigns GPUs.
         retries: extra attempts for a video that failed for a reason other than bad input, or whose worker
             died.
-        threads: torch CPU threads per worker.
+        threads: torch CPU threads per worker (default: the CPUs of this process divided between CPU workers).
         address: Ray cluster address (None: start a local cluster for the run).
         gpus_per_worker: Ray only: GPUs reserved per actor (default 1 when the cluster has GPUs).
         ray_cpus: Ray only: CPUs of the local cluster started for the run (default max(2, workers)).

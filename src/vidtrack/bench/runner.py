@@ -33,7 +33,8 @@ STAGES = ("decode", "image_encoder", "memory_attention", "decoder", "memory_enco
 class BenchCase:
     """One measured configuration.
 
-    ``arch`` is a SAM 2.1 size (``tiny`` ... ``large``, random weights at that size) or ``test`` (the 1.4 M
+    ``arch`` is a SAM 2.1 size (``tiny`` ... ``large``, random weights at that size), ``auto`` (the size in the
+    model name, so ``sam2.1-tiny,sam2.1-large`` in one sweep are each at their own size) or ``test`` (the 1.4 M
     parameter test config); ``checkpoint`` uses real weights instead. ``source`` is a video path, or None to
     generate ``frames`` frames of ``height`` x ``width`` with ``objects`` moving shapes.
     """
@@ -52,6 +53,7 @@ class BenchCase:
     warmup: int = 3
     seed: int = 0
     object_bias: float = 2.0  # random weights only: object-score head bias (small = uncertain objects)
+    iou_spread: float = 0.0  # random weights only: spread of predicted IoUs (> 0 lets SAM2Long pathways split)
     policy_options: dict[str, Any] = field(default_factory=dict)
     max_batch: int | None = None  # object hypotheses per memory-attention / decoder call (1 = one at a time)
     autocast: str = "auto"
@@ -95,10 +97,10 @@ def _build_model(case: BenchCase) -> Any:
     if case.arch == "test":
         cfg = tiny_test_config(case.image_size or 128)
     else:
-        cfg = sam2_config(case.arch)
+        cfg = sam2_config(resolve_model(case.model).size if case.arch == "auto" else case.arch)
         if case.image_size:
             cfg = with_image_size(cfg, case.image_size)
-    return random_sam2_model(cfg, seed=case.seed, object_bias=case.object_bias)
+    return random_sam2_model(cfg, seed=case.seed, object_bias=case.object_bias, iou_spread=case.iou_spread)
 
 
 def peak_rss_mb() -> float:

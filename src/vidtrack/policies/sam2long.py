@@ -23,7 +23,9 @@ Per object, after its prompt frame ``s``:
   would output for the same frame).
 
 Beyond the official code: identical pathways are computed once (before the first uncertain frame all P are the
-same); every object has its own tree in one run; memory keeps only what a live pathway can still read (dead
+same), and the distinct ones are handed to the engine as memory reads (:meth:`Sam2LongPolicy.memory_reads`), which
+batches them, with every other object's, through memory attention, the decoder and the memory encoder; every
+object has its own tree in one run; memory keeps only what a live pathway can still read (dead
 lineages are garbage once no pathway references them, and spatial memories outside every pathway's window are
 dropped), and offline mode keeps only a compact trace per kept branch (parent link + RLE mask). A new prompt
 on an already tracked object restarts its tree (the frames before it keep the best pathway at that moment).

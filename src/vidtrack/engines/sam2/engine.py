@@ -41,10 +41,10 @@ from vidtrack.errors import InputError
 from vidtrack.policies.base import Candidates, MemoryPolicy
 from vidtrack.types import Prompt, TrackingMask, rle_encode
 
-CPU_MAX_BATCH = 4
-"""Default object batch on CPUs: memory attention per object measured 558 / 531 / 522 / 570 ms at batch
-1 / 2 / 4 / 8 (hiera memory attention at 512 px, one thread): compute-bound, so batching only saves overheads
-until the activations outgrow the caches."""
+CPU_MAX_BATCH = 1
+"""Default object batch on CPUs: one at a time. Memory attention is compute-bound there, so batching saves no
+work and its larger activations cost cache misses: hiera-tiny at 512 px, 8 objects, one thread, measured
+4,784 CPU ms/frame at batch 1 vs 5,020 at batch 4 (BENCHMARKS.md)."""
 GPU_MAX_BATCH = 16
 NO_OBJ_SCORE = -1024.0
 """Logit written over every pixel of an absent object's mask (as in the official code)."""

@@ -307,12 +307,18 @@ def save_pretrained(model: Sam2VideoModel, folder: str | Path) -> None:
     model.save_pretrained(str(folder))
 
 
-def random_sam2_model(config: Sam2VideoConfig, seed: int = 0, *, object_bias: float = 2.0) -> Sam2VideoModel:
+def random_sam2_model(
+    config: Sam2VideoConfig, seed: int = 0, *, object_bias: float = 2.0, iou_spread: float = 0.0
+) -> Sam2VideoModel:
     """A randomly initialised model whose outputs are not degenerate, for tests and speed-only benchmarks.
 
     transformers initialises many tensors to zero or one (biases, embeddings, norms), which makes random
     models output the same empty mask everywhere. Every constant tensor is redrawn from N(0, 0.02) (norm
     weights from N(1, 0.02)), and the object-score head is biased so objects are judged present.
+
+    ``iou_spread`` > 0 redraws the IoU head's output layer with that standard deviation, so the three candidates
+    get clearly different predicted IoUs as with trained weights (at the default init they all sit at ~0.5, and
+    SAM2Long's diversity rule, which compares IoUs rounded to 2 decimals, then never splits pathways).
     """
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
@@ -325,4 +331,7 @@ def random_sam2_model(config: Sam2VideoConfig, seed: int = 0, *, object_bias: fl
             base = 1.0 if ("norm" in name and name.endswith("weight")) else 0.0
             p.copy_(base + noise)
         model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(object_bias)
+        if iou_spread > 0:
+            out = model.mask_decoder.iou_prediction_head.proj_out
+            out.weight.copy_(torch.randn(out.weight.shape, generator=gen) * iou_spread)
     return model
