@@ -208,7 +208,7 @@ def _loader(model, **options):
 
 
 def test_scaled_key_attention_with_unit_weights_equals_the_model(tiny_model):
-    from vidtrack.engines.sam2.engine import KeyScale, Sam2Engine
+    from vidtrack.engines.sam2.engine import KeyScale, MemoryRead, Sam2Engine
 
     eng = Sam2Engine(tiny_model)
     frames = moving_shapes(2)
@@ -223,11 +223,11 @@ def test_scaled_key_attention_with_unit_weights_equals_the_model(tiny_model):
     memories = [(6, recs[0]), (0, recs[1])]
     pointers = [(1, recs[0]), (1, recs[1])]
     with torch.inference_mode():
-        ref = eng.memory_conditioned_features(feats1, memories, pointers, 16)
+        ref = eng.memory_conditioned_batch(feats1, [MemoryRead(memories, pointers)], 16)
         ones = KeyScale([torch.tensor(1.0)] * 2, [torch.tensor(1.0)] * 2)
-        same = eng.memory_conditioned_features(feats1, memories, pointers, 16, key_scale=ones)
+        same = eng.memory_conditioned_batch(feats1, [MemoryRead(memories, pointers, ones)], 16)
         other = KeyScale([torch.tensor(1.05), torch.tensor(0.95)], [torch.tensor(1.05), torch.tensor(0.95)])
-        diff = eng.memory_conditioned_features(feats1, memories, pointers, 16, key_scale=other)
+        diff = eng.memory_conditioned_batch(feats1, [MemoryRead(memories, pointers, other)], 16)
     torch.testing.assert_close(same, ref, rtol=0, atol=1e-6)
     assert (diff - ref).abs().max() > 1e-6
 

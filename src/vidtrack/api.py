@@ -171,6 +171,15 @@ def check_prompts(prompts: Iterable[Prompt]) -> list[Prompt]:
     return sorted(out, key=lambda p: (p.frame_idx, p.object_id))
 
 
+def first_prompt_frames(prompts: Iterable[Prompt]) -> dict[int, int]:
+    """Object id -> the frame of its first prompt (objects first prompted after the first frame are the ones
+    a backward pass has to follow)."""
+    first: dict[int, int] = {}
+    for p in prompts:
+        first[p.object_id] = min(first.get(p.object_id, p.frame_idx), p.frame_idx)
+    return first
+
+
 class PromptSchedule:
     """Prompts grouped by source frame, checked against what a source will yield.
 

@@ -109,7 +109,7 @@ class DecoderRun:
 @dataclass
 class KeyScale:
     """Per-entry weights on memory-attention keys: one (0-d) tensor per memory frame, then per object pointer,
-    in the order the entries are given to :meth:`Sam2Engine.memory_conditioned_features`."""
+    in the order of the entries of a :class:`MemoryRead`."""
 
     frames: list[torch.Tensor]
     pointers: list[torch.Tensor]
@@ -362,17 +362,6 @@ class Sam2Engine:
                 + [w.reshape(1).expand(per_ptr) for w in ks.pointers]
             ).to(device=self.device, dtype=self.dtype)
         return memory, memory_pos, num_ptr_tokens, scale
-
-    def memory_conditioned_features(
-        self,
-        feats: ImageFeatures,
-        memories: list[tuple[int, FrameRecord]],
-        pointers: list[tuple[int, FrameRecord]],
-        max_ptrs: int,
-        key_scale: KeyScale | None = None,
-    ) -> torch.Tensor:
-        """Memory attention of the current frame over one object's memories and pointers -> (1, C, H, W)."""
-        return self.memory_conditioned_batch(feats, [MemoryRead(memories, pointers, key_scale)], max_ptrs)
 
     def memory_conditioned_batch(self, feats: ImageFeatures, reads: list[MemoryRead], max_ptrs: int) -> torch.Tensor:
         """Memory attention for several reads of the same frame in one call -> (B, C, H, W), in read order.

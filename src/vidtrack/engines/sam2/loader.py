@@ -18,6 +18,7 @@ from vidtrack.api import (
     TrackingModelLoader,
     check_prompts,
     finish_result,
+    first_prompt_frames,
 )
 from vidtrack.catalog import ModelSpec
 from vidtrack.engines.sam2.engine import Sam2Engine, Sam2Session
@@ -101,10 +102,8 @@ class Sam2Loader(TrackingModelLoader):
         """Load the weights; ``model`` may be an already-built ``Sam2VideoModel`` (tests, custom configs)."""
         if self.engine is not None:
             return self
-        if self.device.type == "cpu":
+        if self.device.type == "cpu" or self.config.threads:
             apply_cpu_threads(self.config.threads)
-        elif self.config.threads:
-            torch.set_num_threads(self.config.threads)
         if model is None:
             model = load_sam2_model(
                 size=self.spec.size,
@@ -212,7 +211,7 @@ class Sam2Loader(TrackingModelLoader):
         plist = check_prompts(prompts)
         src = open_source(source, stride=stride, start=start, end=end)
         height, width = src.probe_size()
-        first_prompt = _first_prompt_per_object(plist)
+        first_prompt = first_prompt_frames(plist)
         late = {o: f for o, f in first_prompt.items() if f > start}  # first prompted after the first frame
         frames: list[TrackingFrame] = []
         with _FrameCache(max(late.values(), default=-1) if self.config.backward else -1) as cache:
@@ -280,13 +279,6 @@ def _apply_revisions(
             tf.masks = [x for x in tf.masks if x.object_id != m.object_id] + [m]
             tf.masks.sort(key=lambda x: x.object_id)
             tf.occlusions[m.object_id] = m.occluded
-
-
-def _first_prompt_per_object(prompts: list[Prompt]) -> dict[int, int]:
-    first: dict[int, int] = {}
-    for p in prompts:
-        first[p.object_id] = min(first.get(p.object_id, p.frame_idx), p.frame_idx)
-    return first
 
 
 class _FrameCache:

@@ -1,12 +1,13 @@
 """How the SAM 2 engine runs on a device: precision, ``torch.compile``, CPU threads, the encoder running ahead.
 
-None of this changes what is computed, only how fast: each option is checked against the plain float32 run
-(tests/test_runtime.py) and measured with ``vidtrack bench``.
+Apart from autocast's reduced precision, none of this changes what is computed, only how fast: each option is
+checked against the plain float32 run (tests/test_runtime.py) and measured with ``vidtrack bench``.
 """
 
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
 from typing import TYPE_CHECKING, Any
@@ -93,8 +94,6 @@ class EncoderAhead:
         self.stream = torch.cuda.Stream(engine.device) if engine.device.type == "cuda" else None
 
     def _encode(self, frame: np.ndarray) -> tuple[ImageFeatures, float]:
-        import time
-
         eng = self.engine
         t0 = time.perf_counter()
         with torch.inference_mode(), eng.autocast():

@@ -22,6 +22,7 @@ from vidtrack.api import (
     TrackingModelLoader,
     check_prompts,
     finish_result,
+    first_prompt_frames,
 )
 from vidtrack.catalog import ModelSpec
 from vidtrack.engines.yolo.identity import Detections, IdentityTracker, ObjectState, Patch
@@ -235,9 +236,7 @@ class YoloLoader(TrackingModelLoader):
         plist = check_prompts(prompts)
         src = open_source(source, stride=stride, start=start, end=end)
         height, width = src.probe_size()
-        first: dict[int, int] = {}
-        for p in plist:
-            first[p.object_id] = min(first.get(p.object_id, p.frame_idx), p.frame_idx)
+        first = first_prompt_frames(plist)
         late = {o: f for o, f in first.items() if f > start} if self.config.backward else {}
         kept: list[Detections] = []
         frames: list[TrackingFrame] = []
