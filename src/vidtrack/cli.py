@@ -60,7 +60,13 @@ def track(
     end: Annotated[int | None, typer.Option(help="stop before this frame")] = None,
     cache_dir: Annotated[str | None, typer.Option(help="Hugging Face cache folder")] = None,
     download: Annotated[bool, typer.Option(help="allow downloading weights from the Hub")] = False,
-    backward: Annotated[bool, typer.Option(help="track later-prompted objects back to the first frame")] = True,
+    backward: Annotated[bool, typer.Option(help="also fill the frames before the earliest prompt (official: Meta's "
+                                           "reverse propagation; causal: later-prompted objects back to the first "
+                                           "frame)")] = True,
+    semantics: Annotated[str, typer.Option(help="prompts on several frames: official (Meta's predictor: every "
+                                           "prompt first, tracking from the earliest prompted frame) or causal "
+                                           "(a prompt takes effect when its frame is reached), see "
+                                           "docs/SEMANTICS.md")] = "official",
     resize: Annotated[str, typer.Option(help="frame resize: transformers or official")] = "transformers",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     formats: Annotated[str, typer.Option("--format", "-f", help="output formats, comma-separated: rle-json, "
@@ -68,7 +74,7 @@ def track(
                                          "overlay-mp4")] = "rle-json",
 ) -> None:
     """Track objects through a video and write the chosen formats (default: COCO-RLE JSON masks.json) to --out."""
-    from vidtrack.api import TrackingConfig, check_prompts, create_tracking_loader
+    from vidtrack.api import SEMANTICS, TrackingConfig, check_prompts, create_tracking_loader
     from vidtrack.cli_export import check_formats, write_formats
     from vidtrack.prompt_files import load_prompts_json, mask_prompts, parse_box, parse_points
     from vidtrack.sources import open_source
@@ -84,6 +90,8 @@ def track(
         plist += load_prompts_json(prompts)
     if not plist:
         raise InputError("no prompt given; pass --mask PNG, --box x,y,w,h, --points 'x,y;...' or --prompts FILE")
+    if semantics not in SEMANTICS:
+        raise InputError(f"--semantics must be one of {', '.join(SEMANTICS)}; got {semantics!r}")
 
     src = open_source(source, stride=stride, start=start, end=end)
     height, width = src.probe_size()
@@ -91,9 +99,9 @@ def track(
         p.validate(height, width, source=f"{source}")
     check_formats(formats, src)
     config = TrackingConfig(model_id=model, device=device, dtype=dtype, checkpoint_path=checkpoint,
-                            cache_dir=cache_dir, download=download, backward=backward, resize=resize,
-                            autocast=autocast, compile=compile, encoder_ahead=encoder_ahead, threads=threads,
-                            max_batch=max_batch)
+                            cache_dir=cache_dir, download=download, backward=backward, semantics=semantics,
+                            resize=resize, autocast=autocast, compile=compile, encoder_ahead=encoder_ahead,
+                            threads=threads, max_batch=max_batch)
     loader = create_tracking_loader(model, config)
     t0 = time.perf_counter()
     loader.load()
