@@ -14,10 +14,14 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from calibration import OfficialPrompt, OfficialRun, iou
 from PIL import Image
 
 from vidtrack import Prompt, TrackingConfig, create_tracking_loader
+
+try:
+    from .calibration import OfficialPrompt, OfficialRun, iou
+except ImportError:  # imported as a top-level module (a script put tests/parity on sys.path)
+    from calibration import OfficialPrompt, OfficialRun, iou  # type: ignore[no-redef]
 
 
 @dataclass(frozen=True)
