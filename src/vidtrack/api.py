@@ -44,6 +44,10 @@ class TrackingConfig:
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         cache_dir: Hugging Face cache folder for Hub weights.
         checkpoint_path: a Meta ``sam2.1_hiera_*.pt``/``.safetensors`` file or a transformers-format folder.
+        model_config: Meta's yaml model config of a Meta checkpoint of a custom architecture (fine-tuned at
+            another input size, other Hiera depth/width): head counts, global-attention blocks, windows and the
+            input size are only there. When None, ``<checkpoint name>.yaml`` beside the file is used if present,
+            else the released size of the same shape at 1024 px.
         dtype: weight dtype, ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (float32 weights; on CUDA
             the model then runs under autocast, see ``autocast``).
         autocast: ``"auto"`` (with ``dtype="auto"`` on CUDA: bfloat16 on GPUs of compute capability >= 8.0,
@@ -78,6 +82,7 @@ class TrackingConfig:
     device: str = "auto"
     cache_dir: str | None = None
     checkpoint_path: str | None = None
+    model_config: str | None = None
     dtype: str = "auto"
     download: bool = False
     resize: str = "transformers"

@@ -39,6 +39,8 @@ def track(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
     model: Annotated[str, typer.Option("--model", "-m", help="model name, see `vidtrack models`")] = "sam2.1-tiny",
     checkpoint: Annotated[str | None, typer.Option(help="Meta .pt/.safetensors file or transformers folder")] = None,
+    model_config: Annotated[str | None, typer.Option(help="Meta's yaml model config of a custom-size --checkpoint "
+                                                          "(default: <checkpoint>.yaml beside it, if any)")] = None,
     mask: Annotated[list[Path] | None, typer.Option(help="mask PNG (palette PNG: one object per index); "
                                                       "frame taken from a numeric file name unless --frame")] = None,
     box: Annotated[str | None, typer.Option(help="box x,y,w,h in pixels")] = None,
@@ -99,9 +101,9 @@ def track(
         p.validate(height, width, source=f"{source}")
     check_formats(formats, src)
     config = TrackingConfig(model_id=model, device=device, dtype=dtype, checkpoint_path=checkpoint,
-                            cache_dir=cache_dir, download=download, backward=backward, semantics=semantics,
-                            resize=resize, autocast=autocast, compile=compile, encoder_ahead=encoder_ahead,
-                            threads=threads, max_batch=max_batch)
+                            model_config=model_config, cache_dir=cache_dir, download=download, backward=backward,
+                            semantics=semantics, resize=resize, autocast=autocast, compile=compile,
+                            encoder_ahead=encoder_ahead, threads=threads, max_batch=max_batch)
     loader = create_tracking_loader(model, config)
     t0 = time.perf_counter()
     loader.load()

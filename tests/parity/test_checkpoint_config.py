@@ -12,6 +12,7 @@ import shutil
 
 import pytest
 
+from vidtrack import TrackingConfig, create_tracking_loader
 from vidtrack.engines.sam2.weights import load_meta_checkpoint, load_sam2_model, read_meta_model_yaml
 from vidtrack.errors import WeightsError
 
@@ -41,10 +42,15 @@ def test_custom_hiera_without_yaml_says_what_to_do(parity, tmp_path):
     with pytest.raises(WeightsError, match=r"custom SAM 2 Hiera .*model's yaml config") as e:
         load_meta_checkpoint(lone)
     assert "\n" not in str(e.value)
-    # the same yaml given explicitly loads it
+    # the same yaml given explicitly loads it (the API's and the CLI's way)
     model = load_sam2_model(size="tiny", hub_id="x", checkpoint_path=lone,
                             model_config=parity.checkpoint.with_suffix(".yaml"))
     assert model.config.image_size == 256
+    loader = create_tracking_loader("sam2.1-tiny", TrackingConfig(
+        device="cpu", checkpoint_path=str(lone), model_config=str(parity.checkpoint.with_suffix(".yaml")))).load()
+    assert loader.engine.image_size == 256 and loader.engine.model.config.memory_attention_num_layers == 2
+    with pytest.raises(WeightsError, match="model config not found"):
+        load_sam2_model(size="tiny", hub_id="x", checkpoint_path=lone, model_config=tmp_path / "nope.yaml")
 
 
 def test_yaml_of_another_architecture_is_refused(parity, tmp_path):
@@ -81,3 +87,28 @@ def test_hiera_tiny_at_another_input_size(parity_tiny256):
     report = parity_tiny256.report(case)
     print(report.summary())
     report.assert_parity(0.999)
+
+
+def _cli(args: list[str], capsys) -> tuple[int, str]:
+    from vidtrack.cli import main
+
+    code = 0
+    try:
+        main(args)
+    except SystemExit as e:
+        code = int(e.code or 0)
+    return code, capsys.readouterr().err
+
+
+def test_cli_model_config(parity, tmp_path, capsys):
+    lone = tmp_path / "finetuned.pt"
+    shutil.copy(parity.checkpoint, lone)
+    frames = str(davis_frames("car-shadow"))
+    base = ["track", frames, "--out", str(tmp_path / "out"), "--checkpoint", str(lone), "--device", "cpu",
+            "--box", "313,88,341,193", "--end", "2"]
+    code, err = _cli(base, capsys)
+    lines = [x for x in err.strip().splitlines() if x.strip()]
+    assert code == 2 and len(lines) == 1 and lines[0].startswith("error:") and "--model-config" in lines[0], err
+    code, err = _cli([*base, "--model-config", str(parity.checkpoint.with_suffix(".yaml"))], capsys)
+    assert code == 0, err
+    assert (tmp_path / "out" / "masks.json").is_file()

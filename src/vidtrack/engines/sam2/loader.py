@@ -114,6 +114,7 @@ class Sam2Loader(TrackingModelLoader):
                 size=self.spec.size,
                 hub_id=self.spec.hub_id,
                 checkpoint_path=self.config.checkpoint_path,
+                model_config=self.config.model_config,
                 cache_dir=self.config.cache_dir,
                 download=self.config.download,
                 device=self.device,
