@@ -448,7 +448,7 @@ class ChaosReport:
     def ok(self) -> bool:
         lo, hi = self.area_fraction
         return (self.perturbed_min_iou >= 0.9999 and self.dropped_min_iou < 0.99 and lo >= 0.02 and hi <= 0.7
-                and self.box_fraction_max < 0.95)
+                and self.box_fraction_max < 0.98)
 
 
 def chaos_check(

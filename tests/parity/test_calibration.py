@@ -47,4 +47,4 @@ def test_masks_are_not_degenerate(parity):
             boxes = [box_fraction(x) for x in m]
             print(case.name, o, "area", areas.min(), areas.max(), "box max", max(boxes))
             assert areas.min() >= 0.01 and areas.max() <= 0.7, (case.name, o, areas)
-            assert max(boxes) < 0.95, (case.name, o, boxes)
+            assert max(boxes) < 0.98, (case.name, o, boxes)  # never the whole frame

@@ -18,11 +18,13 @@ from .conftest import davis_frames, davis_mask, judo_frames, judo_mask
 from .harness import Case
 
 N = 12  # frames per case
+N_LONG = 20  # the mask case: long enough for the 16-pointer window to slide (frames 16-19)
 
 
 def mask_case() -> Case:
-    """GT mask of DAVIS car-shadow on frame 0: the mask-as-output path and its single-token pointer."""
-    return Case("car-shadow mask", davis_frames("car-shadow"), N,
+    """GT mask of DAVIS car-shadow on frame 0: the mask-as-output path and its single-token pointer; 20 frames,
+    so the object-pointer window (16) drops frames from frame 17 on."""
+    return Case("car-shadow mask", davis_frames("car-shadow"), N_LONG,
                 (OfficialPrompt(0, 1, mask=davis_mask("car-shadow", 0)),))
 
 
