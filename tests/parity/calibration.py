@@ -14,7 +14,9 @@ seeded random model and rescales a few tensors so that memory matters but small 
   tokens of its own position, so the previous mask is carried forward) and its output projection x
   ``OUT_GAIN`` (the memory read dominates the current frame's features, so the track follows the memory);
 * the temporal position encoding of memories (``maskmem_tpos_enc``) x ``TPOS_GAIN`` (which slot a memory sits
-  in changes what is read, so a temporal-slot error shows);
+  in changes what is read, so a temporal-slot error shows), and the projection of the object pointers'
+  temporal encoding (``obj_ptr_tpos_proj``, SAM 2.1) x ``PTR_TPOS_GAIN`` (without it a pointer's temporal
+  offset off by one moved the masks by IoU 0.9995 only, under the parity bar);
 * the mask decoder's 2x2 transposed convolutions get one tap repeated over the 2x2 block (random taps make a
   checkerboard of isolated pixels, each a rounding-sensitive decision);
 * every tensor that the modules initialise to a constant (norm weights/biases, biases, layer scale 1e-6,
@@ -41,6 +43,7 @@ import torch
 QK_GAIN = 3.0
 OUT_GAIN = 15.0
 TPOS_GAIN = 10.0
+PTR_TPOS_GAIN = 10.0
 OBJECT_BIAS = 2.0
 """Bias of the object-score head's last layer: random weights would otherwise call objects absent at random."""
 DEFAULT_SEED = 5
@@ -200,6 +203,10 @@ def calibrate(model: torch.nn.Module, seed: int = DEFAULT_SEED) -> dict[str, tor
             ca.out_proj.weight.mul_(OUT_GAIN)
             ca.out_proj.bias.mul_(OUT_GAIN)
         model.maskmem_tpos_enc.mul_(TPOS_GAIN)  # type: ignore[operator]
+        tpos_proj = model.obj_ptr_tpos_proj
+        if isinstance(tpos_proj, torch.nn.Linear):  # SAM 2.0 has no temporal encoding of pointers (Identity)
+            tpos_proj.weight.mul_(PTR_TPOS_GAIN)
+            tpos_proj.bias.mul_(PTR_TPOS_GAIN)
         for m in model.sam_mask_decoder.output_upscaling:  # type: ignore[union-attr]
             if isinstance(m, torch.nn.ConvTranspose2d):
                 m.weight.copy_(m.weight[:, :, :1, :1].expand_as(m.weight))
