@@ -160,8 +160,11 @@ class ParityReport:
                 f"{self.min_iou:.6f}, candidate mismatches {self.candidate_mismatches[:4]}, sign mismatches "
                 f"{self.sign_mismatches[:4]}")
 
-    def assert_parity(self, mean_iou: float = 0.999) -> None:
+    def assert_parity(self, mean_iou: float = 0.999, min_iou: float | None = None) -> None:
+        """Mean IoU bar, optionally a per-frame floor, and no candidate or object-score sign mismatch."""
         assert self.mean_iou >= mean_iou, self.summary()
+        if min_iou is not None:
+            assert self.min_iou >= min_iou, self.summary()
         assert not self.candidate_mismatches, self.summary()
         assert not self.sign_mismatches, self.summary()
 

@@ -2,7 +2,9 @@
 
 Each case: the official predictor and vidtrack run the same Meta ``.pt`` (a custom small Hiera that vidtrack
 converts itself, reading the architecture from the weights and the model yaml beside them), the same frames
-(Meta's PIL resize) and prompts. Bar: mean mask IoU >= 0.999 over every tracked object-frame, and on every
+(Meta's PIL resize) and prompts. Bar: mean mask IoU >= 0.999 over every tracked object-frame and >= 0.999 on
+each (the floor gives the tests teeth against errors that touch few frames: a pointer window one frame too
+short moves frames 15-19 of the 20-frame case, to IoU 0.996, while the mean stays at 0.9993), and on every
 frame the same chosen candidate (argmax of the predicted IoUs; frames with a mask prompt or a single-mask
 decoder have none) and the same object-score sign. Why these figures mean something on random weights:
 test_calibration.py (tiny perturbations die out, a dropped memory frame moves the masks).
@@ -75,7 +77,7 @@ def test_sam21_matches_official(parity, name):
     report = parity.report(case)
     print(report.summary())
     assert report.frames_compared >= N * len({p.obj_id for p in case.prompts}), report.summary()
-    report.assert_parity(0.999)
+    report.assert_parity(0.999, min_iou=0.999)
 
 
 def test_sam20_checkpoint_matches_official(parity_v20):
@@ -85,4 +87,4 @@ def test_sam20_checkpoint_matches_official(parity_v20):
     report = parity_v20.report(case)
     print(report.summary())
     assert parity_v20.loader.engine.model.config.enable_temporal_pos_encoding_for_object_pointers is False
-    report.assert_parity(0.999)
+    report.assert_parity(0.999, min_iou=0.999)
