@@ -170,6 +170,9 @@ def calibrate(model: torch.nn.Module, seed: int = DEFAULT_SEED) -> dict[str, tor
        N(0, 0.02) for the learnt tokens, biases and the memory embeddings, N(1, 0.02) for norm weights, 0.1 +
        0.03 N(0, 1) for layer scales), so the draw does not depend on module construction order;
     2. the calibration of the module docstring.
+
+    Buffers are not redrawn: the prompt encoder's Gaussian matrix is drawn from the global generator when the
+    model is built, so seed it before building (:func:`save_checkpoint` does).
     """
     gen = torch.Generator().manual_seed(seed)
     with torch.no_grad():
@@ -222,8 +225,10 @@ def save_checkpoint(arch: Architecture, path: str | Path, seed: int | None = Non
 
     p = Path(path)
     p.parent.mkdir(parents=True, exist_ok=True)
+    seed = arch.seed if seed is None else seed
+    torch.manual_seed(seed)  # the prompt encoder's Gaussian matrix is a buffer, drawn at construction
     pred = build_predictor(arch)
-    sd = calibrate(pred, arch.seed if seed is None else seed)
+    sd = calibrate(pred, seed)
     tmp = p.with_name(p.name + ".tmp")
     torch.save({"model": sd}, tmp)
     os.replace(tmp, p)
