@@ -503,9 +503,9 @@ class Sam2Session:
 
         What Meta's predictor does for prompts added before ``propagate_in_video``: each prompted object's
         output on this frame is computed without memory (``is_init_cond_frame``), and its memory is encoded
-        from that output (``propagate_in_video_preflight``). Call it for every prompted frame (any order of
-        frames; the bank orders nothing by insertion that matters beyond rounding) before the first
-        :meth:`step`. Returns the prompted objects' outputs; :meth:`step` will not recompute them.
+        from that output (``propagate_in_video_preflight``). Call it for every prompted frame, in increasing
+        frame order (policies note an object's first prompt), before the first :meth:`step`. Returns the
+        prompted objects' outputs; :meth:`step` will not recompute them.
         """
         if self.last_frame is not None:
             raise InputError("add_prompts must be called before the first frame is stepped; pass later prompts "
