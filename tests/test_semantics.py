@@ -257,3 +257,14 @@ def test_cli_semantics_flag(tiny_model, tiny_checkpoint_dir, tmp_path, capsys):
         assert _rles(got) == _rles(ref)
     assert error_line(["track", str(video), *common, "--semantics", "meta", "--out", str(tmp_path / "x")],
                       capsys) == "error: --semantics must be one of official, causal; got 'meta'"
+
+
+def test_encoder_ahead_over_replayed_frames(tiny_model):
+    """The replayed (spilled) frames and the rest of the source go through the encoder-ahead worker alike."""
+    frames = moving_shapes(10)
+    box, _ = shape_masks()
+    prompts = [Prompt.from_mask(3, 1, box), Prompt.from_mask(6, 2, _late_mask())]
+    plain = _loader(tiny_model, encoder_ahead="off").track_video(frames, prompts)
+    ahead = _loader(tiny_model, encoder_ahead="on").track_video(frames, prompts)
+    assert _rles(ahead) == _rles(plain)
+    assert "image_encoder" in ahead.frames[8].timings
