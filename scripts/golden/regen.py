@@ -37,7 +37,7 @@ GOLDENS: dict[str, dict[str, Any]] = {
     # past the 15-frame warm-up the filter overrides the argmax on several frames and frames whose chosen IoU
     # falls under 0.5 are refused from memory. 40 frames: 24 of them past the warm-up.
     "samurai": {"method": "samurai", "sequence": "car-shadow", "num_frames": 40,
-                "checkpoint": {"seed": 2, "iou_gain": 0.03, "token_gain": 1.0, "token_qk": 1.0}},
+                "checkpoint": {"seed": 6, "iou_gain": 0.03}},
     "sam2long": {"method": "sam2long", "sequence": "car-shadow", "num_frames": 40,
                  "checkpoint": {"seed": 0, "iou_gain": 1.0, "token_gain": 3.0, "token_qk": 20.0},
                  "num_pathway": 3, "iou_thre": 0.3, "uncertainty": 2.0},
@@ -60,9 +60,8 @@ def commit_of(checkout: Path) -> str:
 def regen(name: str, spec: dict[str, Any], checkout: Path, data: Path, out_dir: Path, pythonpath: list[str]) -> Path:
     cal = golden_ckpt.calibration()
     arch = cal.SMALL
-    ck = spec["checkpoint"]
-    sd = golden_ckpt.golden_state_dict(ck["seed"], ck["iou_gain"], arch, token_gain=ck["token_gain"],
-                                       token_qk=ck["token_qk"])
+    recipe = {**spec["checkpoint"], "constants": golden_ckpt.calibration_constants()}
+    sd = golden_ckpt.golden_state_dict(arch=arch, **recipe)
     seq = spec["sequence"]
     frames = data / "davis2016" / "JPEGImages" / "480p" / seq
     mask = data / "davis2016" / "Annotations" / "480p" / seq / "00000.png"
@@ -88,7 +87,7 @@ def regen(name: str, spec: dict[str, Any], checkout: Path, data: Path, out_dir: 
                      "device": "cpu", "dtype": "float32", "fill_hole_area": 0},
         "clip": {"dataset": "davis2016", "sequence": seq, "num_frames": spec["num_frames"],
                  "prompt": {"frame": 0, "obj_id": 1, "mask": f"davis2016/Annotations/480p/{seq}/00000.png"}},
-        "checkpoint": {"architecture": arch.name, "overrides": arch.overrides(), **ck,
+        "checkpoint": {"architecture": arch.name, "overrides": arch.overrides(), "recipe": recipe,
                        "state_digest": golden_ckpt.state_digest(sd)},
         **({k: spec[k] for k in ("num_pathway", "iou_thre", "uncertainty")} if name == "sam2long" else {}),
         **result,

@@ -177,7 +177,9 @@ def run_sam2long(predictor: Any, video: str, mask: np.ndarray, num_pathway: int,
             return out
         start = int(kwargs["start_frame_idx"])
         row: dict[str, Any] = {"frame": frame, "runs": [{"ious": [float(v) for v in r["ious"].reshape(-1)],
-                                                         "object_score": float(r["object_score_logits"].item())}
+                                                         "object_score": float(r["object_score_logits"].item()),
+                                                         "areas": [round(float((m > 0).float().mean()), 4)
+                                                                   for m in r["pred_masks"][0]]}
                                                         for r in runs]}
         if frame == start + 1:
             row["first"] = True

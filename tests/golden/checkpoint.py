@@ -33,13 +33,34 @@ def calibration() -> Any:
     return cal
 
 
-def golden_state_dict(seed: int, iou_gain: float, arch: Any = None, token_gain: float = 1.0,
-                      token_qk: float = 1.0) -> dict[str, torch.Tensor]:
-    """Build the official model for ``arch`` (default: calibration.SMALL), calibrate it, scale the IoU head."""
+CONSTANTS = ("QK_GAIN", "OUT_GAIN", "TPOS_GAIN", "PTR_TPOS_GAIN", "OBJECT_BIAS")
+"""The calibration module's gains; a golden records their values and is rebuilt with them."""
+
+
+def calibration_constants() -> dict[str, float]:
     cal = calibration()
+    return {k: float(getattr(cal, k)) for k in CONSTANTS if hasattr(cal, k)}
+
+
+def golden_state_dict(seed: int, iou_gain: float, arch: Any = None, token_gain: float = 1.0,
+                      token_qk: float = 1.0, mask_gain: float = 1.0, constants: dict[str, float] | None = None
+                      ) -> dict[str, torch.Tensor]:
+    """Build the official model for ``arch`` (default: calibration.SMALL), calibrate it with ``constants``
+    (default: the module's current gains), then apply our extra gains (IoU head, decoder token-to-image
+    attention, memory mask channel)."""
+    cal = calibration()
+    saved = calibration_constants()
     torch.manual_seed(seed)  # the prompt encoder's Gaussian matrix is a buffer, drawn at construction
     pred = cal.build_predictor(arch or cal.SMALL)
-    cal.calibrate(pred, seed)
+    try:
+        for k, v in (constants or {}).items():
+            if k not in saved:
+                raise ValueError(f"calibration has no constant {k}: the golden needs regenerating")
+            setattr(cal, k, v)
+        cal.calibrate(pred, seed)
+    finally:
+        for k, v in saved.items():
+            setattr(cal, k, v)
     with torch.no_grad():
         last = pred.sam_mask_decoder.iou_prediction_head.layers[-1]
         last.weight.mul_(iou_gain)
@@ -50,6 +71,9 @@ def golden_state_dict(seed: int, iou_gain: float, arch: Any = None, token_gain: 
             att.k_proj.weight.mul_(token_qk)
             att.out_proj.weight.mul_(token_gain)
             att.out_proj.bias.mul_(token_gain)
+        down = pred.memory_encoder.mask_downsampler.encoder[-1]
+        down.weight.mul_(mask_gain)
+        down.bias.mul_(mask_gain)
     return {k: v.detach().clone().contiguous() for k, v in pred.state_dict().items()}
 
 
