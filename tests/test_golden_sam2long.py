@@ -74,11 +74,7 @@ def test_golden_has_teeth() -> None:
 def run(model: str, checkpoint: Path) -> dict[str, Any]:
     g = support.golden(NAME)
     frames, prompts = support.prompt_and_frames(g)
-    options = {"record_choices": True} if model.startswith("sam2long") else {}
-    loader = support.make_loader(model, checkpoint, **options)
-    result = loader.track_video(str(frames), prompts, end=g["clip"]["num_frames"])
-    choices = loader.last_session.tracks[1].policy_state.choices if options else []
-    return {"masks": {tf.frame_idx: tf.mask_for(1).mask for tf in result.frames}, "choices": choices}
+    return support.run_sam2long(model, checkpoint, frames, prompts, g["clip"]["num_frames"])
 
 
 @pytest.fixture(scope="module")

@@ -65,47 +65,9 @@ def test_golden_has_teeth() -> None:
 
 
 def run(model: str, checkpoint: Path) -> dict[str, Any]:
-    """vidtrack streaming run of the golden's clip: per frame the mask and what the policy decided (chosen
-    candidate, memory frames read, admitted to memory or not, KF score), recorded by wrapping the policy."""
     g = support.golden(NAME)
     frames, prompts = support.prompt_and_frames(g)
-    loader = support.make_loader(model, checkpoint)
-    rec: dict[str, dict[int, Any]] = {"chosen": {}, "memory": {}, "admitted": {}, "kf": {}}
-    make = loader.new_policy
-
-    def new_policy() -> Any:
-        policy = make()
-        choose, memory, stored, meta = (policy.choose_candidate, policy.memory_frames, policy.record_stored,
-                                        policy.frame_metadata)
-
-        def choose_candidate(track: Any, frame_idx: int, cands: Any) -> int:
-            k = choose(track, frame_idx, cands)
-            if cands.multimask:
-                rec["chosen"][frame_idx] = int(k)
-            return k
-
-        def memory_frames(track: Any, frame_idx: int) -> Any:
-            out = memory(track, frame_idx)
-            rec["memory"][frame_idx] = sorted(r.frame_idx for _, r in out if not r.is_cond)
-            return out
-
-        def record_stored(track: Any, r: Any) -> None:
-            stored(track, r)
-            if not r.is_cond and hasattr(track.policy_state, "admitted"):
-                rec["admitted"][r.frame_idx] = r.frame_idx in track.policy_state.admitted
-
-        def frame_metadata(track: Any, frame_idx: int, cands: Any, chosen: int) -> Any:
-            m = meta(track, frame_idx, cands, chosen)
-            rec["kf"][frame_idx] = m.get("kf_score")
-            return m
-
-        policy.choose_candidate, policy.memory_frames = choose_candidate, memory_frames
-        policy.record_stored, policy.frame_metadata = record_stored, frame_metadata
-        return policy
-
-    loader.new_policy = new_policy
-    stream = loader.stream(str(frames), prompts, end=g["clip"]["num_frames"])
-    return {"masks": {tf.frame_idx: tf.mask_for(1).mask for tf in stream}, **rec}
+    return support.run_samurai(model, checkpoint, frames, prompts, g["clip"]["num_frames"])
 
 
 @pytest.fixture(scope="module")

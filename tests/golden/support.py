@@ -81,3 +81,55 @@ def make_loader(model: str, checkpoint: Path, **options: Any) -> Any:
     cfg = TrackingConfig(device="cpu", dtype="float32", checkpoint_path=str(checkpoint), resize="official",
                          policy_options=options)
     return create_tracking_loader(model, cfg).load()
+
+
+def run_samurai(model: str, checkpoint: Path, frames: Path, prompts: list[Prompt], num_frames: int) -> dict[str, Any]:
+    """vidtrack streaming run: per frame the mask and what the policy decided (chosen candidate, memory frames
+    read, admitted to memory or not, KF score), recorded by wrapping the policy instance's hooks."""
+    loader = make_loader(model, checkpoint)
+    rec: dict[str, dict[int, Any]] = {"chosen": {}, "memory": {}, "admitted": {}, "kf": {}}
+    make = loader.new_policy
+
+    def new_policy() -> Any:
+        policy = make()
+        choose, memory, stored, meta = (policy.choose_candidate, policy.memory_frames, policy.record_stored,
+                                        policy.frame_metadata)
+
+        def choose_candidate(track: Any, frame_idx: int, cands: Any) -> int:
+            k = choose(track, frame_idx, cands)
+            if cands.multimask:
+                rec["chosen"][frame_idx] = int(k)
+            return k
+
+        def memory_frames(track: Any, frame_idx: int) -> Any:
+            out = memory(track, frame_idx)
+            rec["memory"][frame_idx] = sorted(r.frame_idx for _, r in out if not r.is_cond)
+            return out
+
+        def record_stored(track: Any, r: Any) -> None:
+            stored(track, r)
+            if not r.is_cond and hasattr(track.policy_state, "admitted"):
+                rec["admitted"][r.frame_idx] = r.frame_idx in track.policy_state.admitted
+
+        def frame_metadata(track: Any, frame_idx: int, cands: Any, chosen: int) -> Any:
+            m = meta(track, frame_idx, cands, chosen)
+            rec["kf"][frame_idx] = getattr(m, "kf_score", None)
+            return m
+
+        policy.choose_candidate, policy.memory_frames = choose_candidate, memory_frames
+        policy.record_stored, policy.frame_metadata = record_stored, frame_metadata
+        return policy
+
+    loader.new_policy = new_policy
+    stream = loader.stream(str(frames), prompts, end=num_frames)
+    return {"masks": {tf.frame_idx: tf.mask_for(1).mask for tf in stream}, **rec}
+
+
+def run_sam2long(model: str, checkpoint: Path, frames: Path, prompts: list[Prompt], num_frames: int
+                 ) -> dict[str, Any]:
+    """vidtrack whole-video run (SAM2Long: offline back-tracking, tree decisions recorded)."""
+    options = {"record_choices": True} if model.startswith("sam2long") else {}
+    loader = make_loader(model, checkpoint, **options)
+    result = loader.track_video(str(frames), prompts, end=num_frames)
+    choices = loader.last_session.tracks[1].policy_state.choices if options else []
+    return {"masks": {tf.frame_idx: tf.mask_for(1).mask for tf in result.frames}, "choices": choices}
