@@ -113,7 +113,7 @@ def run_samurai(model: str, checkpoint: Path, frames: Path, prompts: list[Prompt
 
         def frame_metadata(track: Any, frame_idx: int, cands: Any, chosen: int) -> Any:
             m = meta(track, frame_idx, cands, chosen)
-            rec["kf"][frame_idx] = getattr(m, "kf_score", None)
+            rec["kf"][frame_idx] = m.get("kf_score") if isinstance(m, dict) else getattr(m, "kf_score", None)
             return m
 
         policy.choose_candidate, policy.memory_frames = choose_candidate, memory_frames
