@@ -47,10 +47,11 @@ PTR_TPOS_GAIN = 10.0
 OBJECT_BIAS = 2.0
 """Bias of the object-score head's last layer: random weights would otherwise call objects absent at random."""
 DEFAULT_SEED = 5
-"""The calibration alone does not make every draw usable; the seed is chosen by :func:`chaos_check` on DAVIS
-car-shadow (12 frames, GT mask on frame 0). SAM 2.1 small: seeds 0, 1, 3, 4, 7 give masks whose box is the
-whole frame, 2 lets a dropped memory frame move the masks too little, 5 is the first to pass everything. SAM 2.0
-small: seed 2 is the only one of 0-9 that passes (see :data:`SMALL_V20`)."""
+"""The calibration alone does not make every draw usable; the seed was chosen by :func:`chaos_check` on DAVIS
+car-shadow (12 frames, GT mask on frame 0), before ``PTR_TPOS_GAIN`` was added (it still passes with it). SAM
+2.1 small: seeds 0, 1, 3, 4, 7 gave masks whose box is the whole frame, 2 let a dropped memory frame move the
+masks too little, 5 was the first to pass everything. SAM 2.0 small: seed 2 is the only one of 0-9 that passes
+(see :data:`SMALL_V20`)."""
 
 SAM21_CONFIG = "configs/sam2.1/sam2.1_hiera_t.yaml"
 SAM20_CONFIG = "configs/sam2/sam2_hiera_t.yaml"
