@@ -14,9 +14,8 @@ import pytest
 from PIL import Image
 
 from conftest import error_line, moving_shapes, run_cli, write_video
-from vidtrack.cli_export import check_formats, write_formats
 from vidtrack.errors import InputError
-from vidtrack.export import FORMATS, read_result, write_rle_json
+from vidtrack.export import FORMATS, check_formats, read_result, write_formats, write_rle_json
 from vidtrack.types import TrackingFrame, TrackingMask, TrackingResult
 
 H, W, N, RATE = 96, 160, 12, 10

@@ -118,8 +118,7 @@ class VideoProcessor:
 
     def _process_once(self, job: VideoJob, progress: ProgressFn | None) -> dict[str, Any]:
         from vidtrack.api import check_prompts
-        from vidtrack.cli_export import check_formats
-        from vidtrack.export import export_result
+        from vidtrack.export import check_formats, export_result
         from vidtrack.sources import open_source
 
         opts = job.options

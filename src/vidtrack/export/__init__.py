@@ -30,11 +30,14 @@ from vidtrack.export.png_folders import DavisPngWriter, SavPngWriter, read_davis
 from vidtrack.export.registry import (
     FORMATS,
     ExportFormat,
+    check_formats,
     export_result,
+    format_help,
     open_writer,
     parse_formats,
     read_result,
     result_prompts,
+    write_formats,
 )
 from vidtrack.export.rle_json import (
     RleJsonlWriter,
@@ -66,8 +69,10 @@ __all__ = [
     "Writer",
     "YtvisWriter",
     "atomic_write",
+    "check_formats",
     "davis_palette",
     "export_result",
+    "format_help",
     "iter_detections",
     "iter_rle_jsonl",
     "object_color",
@@ -84,6 +89,7 @@ __all__ = [
     "result_prompts",
     "result_to_dict",
     "to_detections",
+    "write_formats",
     "write_rle_json",
     "write_rle_jsonl",
     "write_ytvis_json",

@@ -102,6 +102,41 @@ def parse_formats(formats: str | Iterable[str]) -> list[str]:
     return names
 
 
+def format_help(prefix: str = "comma-separated: ") -> str:
+    """The ``--format`` help text, from :data:`FORMATS` (so a new format appears in every command's help)."""
+    names = [f"{n} (needs the source video)" if f.needs_images else n for n, f in FORMATS.items()]
+    return prefix + ", ".join(names)
+
+
+def check_formats(formats: str | Iterable[str], source: object = None) -> list[str]:
+    """Validate a ``--format`` value before any work is done; returns the names.
+
+    ``source`` may be the path/URL or an opened :class:`~vidtrack.sources.FrameSource`. Raises
+    :class:`InputError` for an unknown name, or for a format that draws on the frames (``overlay-mp4``) without
+    a source that can be read again (none given, or a live stream: camera, network stream, pipe).
+    """
+    names = parse_formats(formats)
+    if any(FORMATS[n].needs_images for n in names):
+        if source is None:
+            raise InputError("overlay-mp4 draws on the video: pass the source video (--source VIDEO)")
+        if getattr(source, "is_live", False):
+            raise InputError(f"overlay-mp4 re-reads the video after tracking, but {getattr(source, 'name', source)} "
+                             "is a live stream; record it to a file first, or drop overlay-mp4")
+    return names
+
+
+def write_formats(result: TrackingResult, out_dir: str | Path, formats: str | Iterable[str], source: Any = None, *,
+                  info: Mapping[str, Any] | None = None, options: Mapping[str, Mapping[str, Any]] | None = None,
+                  progress: Callable[[TrackingFrame], None] | None = None) -> dict[str, Path]:
+    """:func:`check_formats`, then :func:`export_result`: what ``vidtrack track --format`` writes.
+
+    ``source`` is the video the result was tracked on, re-read for ``overlay-mp4`` (frames are matched by
+    ``frame_idx``, so ``--stride``/``--start`` results work). File names: see ``vidtrack export --help``.
+    """
+    names = check_formats(formats, source)
+    return export_result(result, out_dir, names, source=source, info=info, options=options, progress=progress)
+
+
 def open_writer(fmt: str, path: str | Path, *, width: int, height: int, fps: float | None = None,
                 **options: Any) -> Writer:
     """A streaming writer of format ``fmt`` to ``path``.
