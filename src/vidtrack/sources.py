@@ -285,6 +285,13 @@ class FrameSource(ABC):
     fps: float | None
     is_live: bool
 
+    @property
+    def first_index(self) -> int:
+        """The lowest source frame index iteration may yield (the ``start`` it was opened with): the first
+        frame of the video as far as tracking is concerned, e.g. for which objects a backward pass follows."""
+        rng = getattr(self, "_range", None)
+        return 0 if rng is None else int(rng.start)
+
     def planned_indices(self) -> range | None:
         """The source frame indices that iteration will yield, when they are known in advance (files with a
         frame count, folders, arrays); None otherwise. Lets callers reject a prompt on a frame that will never
