@@ -179,9 +179,9 @@ def test_final_masks_trace_back_the_best_pathway():
     a3 = Trace(3, tm(3), b2)  # the best pathway at the end descends from b2, not a2
     rec = FrameRecord(3, False, torch.zeros(1, 8), 1.0, 0.9)
     st.pathways = [Pathway(Node(rec, (), a3), -1.0)]
-    out = pol.final_masks(None, track)  # type: ignore[arg-type]
+    out = pol.final_masks(track)
     assert {f: m.confidence for f, m in out.items()} == {1: 1, 2: 20, 3: 3}
-    assert Sam2LongPolicy(mode="online").final_masks(None, track) == {}  # type: ignore[arg-type]
+    assert Sam2LongPolicy(mode="online").final_masks(track) == {}
     del a2
 
 

@@ -12,7 +12,7 @@ from vidtrack import Prompt, TrackingConfig, create_tracking_loader
 from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack
 from vidtrack.policies import kalman
 from vidtrack.policies.base import Candidates
-from vidtrack.policies.samurai import SamuraiPolicy, mask_box
+from vidtrack.policies.samurai import SamuraiNote, SamuraiPolicy, mask_box
 
 S = 64  # model size for scripted candidates; low-res masks are S/4
 
@@ -130,7 +130,7 @@ def test_absent_object_has_empty_boxes():
 
 
 def _rec(f: int, iou: float = 0.9, logit: float = 2.0, kf: float | None = None, cond: bool = False) -> FrameRecord:
-    return FrameRecord(f, cond, torch.zeros(1, 8), logit, iou, torch.zeros(4, 1, 2), meta={"kf_score": kf})
+    return FrameRecord(f, cond, torch.zeros(1, 8), logit, iou, torch.zeros(4, 1, 2), note=SamuraiNote(kf_score=kf))
 
 
 def test_memory_admission_rules_and_rank_slots():

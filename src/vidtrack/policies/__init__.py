@@ -1,29 +1,67 @@
-"""Memory policies: SAM 2.1 (vanilla), SAMURAI and SAM2Long as small objects behind the engine's hooks."""
+"""Memory policies: SAM 2.1 (vanilla), SAMURAI and SAM2Long as small objects behind the engine's hooks.
+
+A policy is chosen by ``TrackingConfig.policy`` (default: the one the model name implies), given as a
+built-in name, a :class:`MemoryPolicy` subclass or any factory returning one, or an import path
+``"package.module:Factory"`` (a user's own policy, no edit to this package; docs/CUSTOM_POLICY.md).
+"""
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
 from typing import Any
 
+from vidtrack.engines.sam2.contract import Candidates
 from vidtrack.errors import InputError
-from vidtrack.policies.base import Candidates, MemoryPolicy
+from vidtrack.policies.base import MemoryPolicy
 from vidtrack.policies.sam2long import Sam2LongPolicy
 from vidtrack.policies.samurai import SamuraiPolicy
 from vidtrack.policies.vanilla import VanillaPolicy
+
+PolicyFactory = Callable[..., MemoryPolicy]
+"""Builds a policy: called with ``num_maskmem=``, ``max_obj_ptrs=`` (the model's) and the policy options."""
 
 POLICIES: dict[str, type[MemoryPolicy]] = {
     "vanilla": VanillaPolicy,
     "samurai": SamuraiPolicy,
     "sam2long": Sam2LongPolicy,
 }
+"""The built-in policies by name (what the catalogue's model names imply)."""
 
 
-def make_policy(name: str, **options: Any) -> MemoryPolicy:
-    """Build a policy by name; other issues register ``samurai`` and ``sam2long`` here."""
+def resolve_policy(policy: str | PolicyFactory) -> PolicyFactory:
+    """A factory for a built-in name, an import path ``"package.module:Factory"`` or a factory itself.
+
+    Raises :class:`InputError` (one line, what to pass instead) for an unknown name, a module that cannot be
+    imported, a missing attribute or something that cannot be called.
+    """
+    if not isinstance(policy, str):
+        if not callable(policy):
+            raise InputError(f"policy must be a name, an import path or a callable; got {policy!r}")
+        return policy
+    if policy in POLICIES:
+        return POLICIES[policy]
+    module_name, sep, attr = policy.partition(":")
+    if not sep or not module_name or not attr:
+        raise InputError(f"unknown memory policy {policy!r}; use one of {', '.join(sorted(POLICIES))} or an "
+                         "import path package.module:Factory")
     try:
-        cls = POLICIES[name]
-    except KeyError:
-        raise InputError(f"unknown memory policy {name!r}; available: {', '.join(sorted(POLICIES))}") from None
-    return cls(**options)
+        module = importlib.import_module(module_name)
+    except ImportError as e:
+        raise InputError(f"cannot import policy module {module_name!r} ({e}); is it on PYTHONPATH?") from None
+    factory = getattr(module, attr, None)
+    if factory is None or not callable(factory):
+        raise InputError(f"policy module {module_name!r} has no callable {attr!r}")
+    return factory
 
 
-__all__ = ["POLICIES", "Candidates", "MemoryPolicy", "Sam2LongPolicy", "SamuraiPolicy", "VanillaPolicy", "make_policy"]
+def make_policy(policy: str | PolicyFactory, **options: Any) -> MemoryPolicy:
+    """Build a policy from a name, import path or factory with the given options."""
+    built = resolve_policy(policy)(**options)
+    if not isinstance(built, MemoryPolicy):
+        raise InputError(f"policy {policy!r} built a {type(built).__name__}, not a vidtrack MemoryPolicy")
+    return built
+
+
+__all__ = ["POLICIES", "Candidates", "MemoryPolicy", "PolicyFactory", "Sam2LongPolicy", "SamuraiPolicy",
+           "VanillaPolicy", "make_policy", "resolve_policy"]

@@ -1,61 +1,38 @@
 """The memory-policy interface: the hooks through which SAMURAI and SAM2Long change SAM 2.1.
 
-The engine owns the model calls and the memory bank; a policy decides, per object:
+The engine owns the model calls and the memory bank: it gates masks, builds object pointers and records and
+encodes memories. A policy decides, per object, through typed hooks (the types are in
+:mod:`vidtrack.engines.sam2.contract`):
 
-* which of the decoder's candidate masks becomes the output (``choose_candidate``),
+* which memories each hypothesis reads on a tracked frame (``memory_reads``; by default one read made of
+  ``memory_frames`` with their temporal slots and ``pointer_frames``),
+* which (read, candidate) pairs survive, the output first (``choose``; by default the one read's candidate
+  picked by ``choose_candidate``, also used on prompted frames),
 * the object-present gate (``object_score_threshold``: SAM 2.1 uses logit > 0, SAMURAI > -1),
-* which past frames enter memory attention and with which temporal slot (``memory_frames``),
-* which past frames contribute object pointers (``pointer_frames``),
-* per-frame metadata kept beside each memory (``frame_metadata``),
-* which records may be forgotten (``prune``), so memory stays bounded at any video length.
+* what it notes beside each record (``frame_metadata``, a typed :class:`FrameNote`),
+* where the survivors' records go (``remember``; by default the object's bank, then ``record_stored``),
+* which records may be forgotten (``prune``), so memory stays bounded at any video length,
+* the masks it revises once the video ends (``final_masks``, non-causal policies).
 
-Multi-hypothesis policies (SAM2Long) ask for several memory reads per object (``memory_reads``), get every
-read's decoder output back in ``track_frame`` (the engine batches the reads of all objects through memory
-attention and the decoder, and the records to memorise through the memory encoder), and may revise their
-outputs once the video ends (``final_masks``). The defaults (None / nothing) leave the engine's own
-single-hypothesis step, so vanilla SAM 2.1 and SAMURAI never go through these hooks.
+Multi-hypothesis policies (SAM2Long) return several reads; the engine batches the reads of all objects
+through memory attention and the decoder, and every survivor through the memory encoder.
 
-Policy state lives in ``ObjectTrack.policy_state`` (created by ``new_object_state``), i.e. per (session,
-object): nothing is shared between objects or videos.
+Policy state is a typed :class:`PolicyState` in ``ObjectTrack.policy_state`` (created by
+``new_object_state``), i.e. per (session, object): nothing is shared between objects or videos.
+
+A policy is any subclass of :class:`MemoryPolicy`; ``TrackingConfig.policy`` takes one by name, as a class or
+factory, or as an import path ``"package.module:Factory"`` (docs/examples/my_policy.py).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack
-
-if TYPE_CHECKING:
-    from vidtrack.engines.sam2.engine import (
-        DecoderRun,
-        ImageFeatures,
-        MemoryRead,
-        ObjectOutput,
-        Sam2Session,
-        StepTimings,
-    )
-    from vidtrack.types import TrackingMask
-
-
-@dataclass
-class Candidates:
-    """The decoder's outputs for one object on one frame, before any choice is made.
-
-    ``low_res_masks`` are (K, h, w) logits *before* the object-present gate; ``ious`` (K,) are the predicted
-    IoUs; ``tokens`` (K, C) are the SAM output tokens (any of them can become the object pointer);
-    ``object_score_logit`` is the object-present logit; ``multimask`` says whether K = 3 candidates were
-    asked for (tracked frames and single-click prompts) or one (boxes, several clicks).
-    """
-
-    low_res_masks: torch.Tensor
-    ious: torch.Tensor
-    tokens: torch.Tensor
-    object_score_logit: float
-    multimask: bool
-    image_size: int
+from vidtrack.engines.sam2.contract import Candidates, Choice, Decision, DecoderRun, Kept, MemoryRead
+from vidtrack.engines.sam2.state import FrameNote, FrameRecord, ObjectTrack, PolicyState
+from vidtrack.types import TrackingMask
 
 
 class MemoryPolicy:
@@ -69,16 +46,17 @@ class MemoryPolicy:
         self.max_obj_ptrs = max_obj_ptrs
 
     # --- state ---------------------------------------------------------------------------------------------
-    def new_object_state(self, object_id: int) -> Any:
-        return None
+    def new_object_state(self, object_id: int) -> PolicyState:
+        return PolicyState()
 
     # --- per-frame choices ---------------------------------------------------------------------------------
     def choose_candidate(self, track: ObjectTrack, frame_idx: int, cands: Candidates) -> int:
         """Index of the candidate to output and memorise: argmax predicted IoU."""
         return int(torch.argmax(cands.ious).item()) if cands.multimask else 0
 
-    def frame_metadata(self, track: ObjectTrack, frame_idx: int, cands: Candidates, chosen: int) -> dict[str, Any]:
-        return {}
+    def frame_metadata(self, track: ObjectTrack, frame_idx: int, cands: Candidates, chosen: int) -> FrameNote | None:
+        """What to keep beside this frame's record (read back in ``record_stored``, ``prune``...)."""
+        return None
 
     def record_stored(self, track: ObjectTrack, rec: FrameRecord) -> None:
         """Called once the frame's record is in the bank (e.g. to admit it to a running memory window)."""
@@ -121,23 +99,32 @@ class MemoryPolicy:
                 out.append((k, rec))
         return out
 
-    # --- whole-step override (multi-hypothesis policies) ---------------------------------------------------
-    def memory_reads(self, session: Sam2Session, track: ObjectTrack, frame_idx: int) -> list[MemoryRead] | None:
-        """The memory reads (hypotheses) to run for this object on a tracked frame. None (the default) is the
-        engine's single read from :meth:`memory_frames` / :meth:`pointer_frames`; a list hands the decoder runs
-        of every read to :meth:`track_frame`. The engine batches all reads of all objects of a frame."""
-        return None
+    # --- one tracked frame -----------------------------------------------------------------------------------
+    def memory_reads(self, track: ObjectTrack, frame_idx: int, max_ptrs: int) -> list[MemoryRead]:
+        """The memory reads (hypotheses) to run for this object on a tracked frame: by default one, made of
+        :meth:`memory_frames` and :meth:`pointer_frames`. The engine batches all reads of all objects."""
+        return [MemoryRead(self.memory_frames(track, frame_idx), self.pointer_frames(track, frame_idx, max_ptrs))]
 
-    def track_frame(
-        self, session: Sam2Session, track: ObjectTrack, frame_idx: int, feats: ImageFeatures,
-        runs: list[DecoderRun], timings: StepTimings,
-    ) -> tuple[ObjectOutput, list[tuple[FrameRecord, torch.Tensor]]]:
-        """Turn the decoder runs of :meth:`memory_reads` into this frame's output and the records to memorise,
-        as (record, low-res mask logits) pairs; the engine encodes their memories in one batch and sets
-        ``maskmem_features``. Only called when :meth:`memory_reads` returned a list."""
-        raise NotImplementedError(f"{type(self).__name__}.memory_reads returned reads but track_frame is missing")
+    def choose(self, track: ObjectTrack, frame_idx: int, runs: list[DecoderRun], image_size: int) -> Decision:
+        """Which (read, candidate) pairs survive this frame, the output first; ``runs`` are the decoder runs of
+        :meth:`memory_reads`, in order. Default: the single read's candidate from :meth:`choose_candidate`."""
+        cands = Candidates.of_run(runs[0], image_size)
+        k = self.choose_candidate(track, frame_idx, cands)
+        return Decision([Choice(0, k, note=self.frame_metadata(track, frame_idx, cands, k))])
 
-    def final_masks(self, session: Sam2Session, track: ObjectTrack) -> dict[int, TrackingMask]:
+    keeps_branch_masks: bool = False
+    """Whether :meth:`remember` wants every survivor's video-resolution mask (``Kept.mask``)."""
+
+    def remember(
+        self, track: ObjectTrack, frame_idx: int, decision: Decision, kept: list[Kept], max_ptrs: int
+    ) -> None:
+        """File the survivors' records (built by the engine, one per choice of ``decision``; their memories are
+        encoded right after). Default: the output's record enters the object's bank."""
+        rec = kept[0].record
+        track.non_cond[frame_idx] = rec
+        self.record_stored(track, rec)
+
+    def final_masks(self, track: ObjectTrack) -> dict[int, TrackingMask]:
         """After the last frame: frame index -> mask replacing what was streamed for this object (non-causal
         policies). Default: nothing is revised."""
         return {}

@@ -39,28 +39,18 @@ the state for inspection; off by default as it grows with video length).
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import numpy as np
 import torch
 
-from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack
+from vidtrack.engines.sam2.contract import Choice, Decision, DecoderRun, Kept, KeyScale, MemoryRead
+from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack, PolicyState
 from vidtrack.errors import InputError
 from vidtrack.policies.base import MemoryPolicy
 from vidtrack.types import TrackingMask
-
-if TYPE_CHECKING:
-    from vidtrack.engines.sam2.engine import (
-        DecoderRun,
-        ImageFeatures,
-        MemoryRead,
-        ObjectOutput,
-        Sam2Session,
-        StepTimings,
-    )
 
 PRESETS: dict[str, tuple[float, float]] = {
     "paper": (0.3, 2.0),  # arXiv 2410.16268 v3 §4.1
@@ -169,14 +159,25 @@ class Pathway:
 
 
 @dataclass
-class Sam2LongObjectState:
+class Sam2LongObjectState(PolicyState):
     pathways: list[Pathway] = field(default_factory=list)  # best first; empty until frame s + 1
     finished: list[Trace] = field(default_factory=list)  # traces frozen by a re-prompt (offline mode)
     choices: list[dict[str, Any]] = field(default_factory=list)  # per-frame decisions (record_choices only)
     runs: int = 0  # pathway forward passes actually computed (after de-duplication)
-    step_heads: list[Node | None] = field(default_factory=list)  # between memory_reads and track_frame
-    step_slots: list[int] = field(default_factory=list)
     runs_naive: int = 0  # passes the official code would run (P per tree frame)
+
+    def distinct_heads(self) -> tuple[list[Node | None], list[int]]:
+        """The distinct pathway heads (identical pathways share a head node; ``[None]`` before frame
+        ``s + 1``) and, per pathway, the index of its head: read i of a frame is head i's memory."""
+        heads: list[Node | None] = [None] if not self.pathways else []
+        slot_of: list[int] = []
+        for pw in self.pathways:
+            idx = next((i for i, h in enumerate(heads) if h is pw.head), None)
+            if idx is None:
+                heads.append(pw.head)
+                idx = len(heads) - 1
+            slot_of.append(idx)
+        return heads, slot_of
 
     def live_nodes(self) -> list[Node]:
         seen: dict[int, Node] = {}
@@ -188,6 +189,21 @@ class Sam2LongObjectState:
     def nbytes(self) -> int:
         """Feature memory held by live pathways (maskmem + pointers); traces are counted separately."""
         return sum(n.rec.nbytes() for n in self.live_nodes())
+
+
+@dataclass
+class TreeStep(Decision):
+    """SAM2Long's decision on one frame: besides the survivors (one per distinct (parent head, candidate),
+    ``keys`` in the same order), what growing the tree needs: the heads read, the P kept branches and the head
+    each continues, and what ``record_choices`` logs."""
+
+    heads: list[Node | None]
+    keys: list[tuple[int, int]]
+    branches: list[Branch]
+    parents: list[int]
+    first: bool
+    uncertain: bool
+    object_logits: list[float]
 
 
 class Sam2LongPolicy(MemoryPolicy):
@@ -223,6 +239,7 @@ class Sam2LongPolicy(MemoryPolicy):
         self.mode = mode
         self.key_modulation = bool(key_modulation)
         self.record_choices = bool(record_choices)
+        self.keeps_branch_masks = mode == "offline"  # offline back-tracking keeps every branch's mask
 
     def new_object_state(self, object_id: int) -> Sam2LongObjectState:
         return Sam2LongObjectState()
@@ -236,7 +253,7 @@ class Sam2LongPolicy(MemoryPolicy):
     def record_stored(self, track: ObjectTrack, rec: FrameRecord) -> None:
         if not rec.is_cond:
             return
-        st: Sam2LongObjectState = track.policy_state
+        st = self.state(track)
         if st.pathways:  # a new prompt on a tracked object: freeze the best lineage, restart the tree
             if st.pathways[0].head.trace is not None:
                 st.finished.append(st.pathways[0].head.trace)
@@ -245,7 +262,7 @@ class Sam2LongPolicy(MemoryPolicy):
     def prune(self, track: ObjectTrack, frame_idx: int) -> None:
         """Spatial memories outside every pathway's window are dropped (pointers and scores stay while a
         pathway's admitted list references the node); unreferenced nodes are freed by Python."""
-        st: Sam2LongObjectState = track.policy_state
+        st = self.state(track)
         keep: set[int] = set()
         for pw in st.pathways:
             keep.update(id(n) for n in self._spatial(pw.head))
@@ -289,43 +306,32 @@ class Sam2LongPolicy(MemoryPolicy):
         return memories, pointers, mem_scores, ptr_scores
 
     # --- the step -------------------------------------------------------------------------------------------
-    def memory_reads(self, session: Sam2Session, track: ObjectTrack, frame_idx: int) -> list[MemoryRead]:
+    def state(self, track: ObjectTrack) -> Sam2LongObjectState:
+        st = track.policy_state
+        if not isinstance(st, Sam2LongObjectState):
+            raise TypeError(f"object {track.object_id} holds a {type(st).__name__}, not SAM2Long's state")
+        return st
+
+    def memory_reads(self, track: ObjectTrack, frame_idx: int, max_ptrs: int) -> list[MemoryRead]:
         """One read per *distinct* pathway head (identical pathways share a head node and are computed once);
         the engine batches them with every other object's reads."""
-        from vidtrack.engines.sam2.engine import KeyScale, MemoryRead
-
-        st: Sam2LongObjectState = track.policy_state
-        heads: list[Node | None] = [None] if not st.pathways else []
-        slot_of: list[int] = []
-        for pw in st.pathways:
-            idx = next((i for i, h in enumerate(heads) if h is pw.head), None)
-            if idx is None:
-                heads.append(pw.head)
-                idx = len(heads) - 1
-            slot_of.append(idx)
-        st.step_heads, st.step_slots = heads, slot_of
+        heads, _ = self.state(track).distinct_heads()
         reads = []
         for head in heads:
-            memories, pointers, ms, ps = self.pathway_memory(track, frame_idx, head, session.max_ptrs)
+            memories, pointers, ms, ps = self.pathway_memory(track, frame_idx, head, max_ptrs)
             scale = None
             if head is not None and self.key_modulation and len(memories) > 1:
                 scale = KeyScale(list(rank_weights(ms)), list(rank_weights(ps)))
             reads.append(MemoryRead(memories, pointers, scale))
         return reads
 
-    def track_frame(
-        self, session: Sam2Session, track: ObjectTrack, frame_idx: int, feats: ImageFeatures,
-        runs: list[DecoderRun], timings: StepTimings,
-    ) -> tuple[ObjectOutput, list[tuple[FrameRecord, torch.Tensor]]]:
-        from vidtrack.engines.sam2.engine import NO_OBJ_SCORE, ObjectOutput
-
-        eng = session.engine
-        st: Sam2LongObjectState = track.policy_state
-        heads, slot_of = st.step_heads, st.step_slots
+    def choose(self, track: ObjectTrack, frame_idx: int, runs: list[DecoderRun], image_size: int) -> TreeStep:
+        """The tree step: the P surviving (pathway, candidate) branches, one :class:`Choice` per distinct
+        (parent head, candidate), the best branch's first."""
+        st = self.state(track)
+        heads, slot_of = st.distinct_heads()
         first = not st.pathways
         st.runs += len(heads)
-
-        t0 = time.perf_counter()
         if first:  # frame s + 1: the plain SAM 2.1 step, shared by every pathway
             r0 = runs[0]
             multimask = r0.masks.size(1) > 1
@@ -343,57 +349,50 @@ class Sam2LongPolicy(MemoryPolicy):
                 self.num_pathways, self.uncertainty,
             )
             parents_idx = [slot_of[b.parent] for b in chosen]
-
-        # one node per distinct (parent head, candidate); the engine encodes their memories in one batch
-        new_nodes: dict[tuple[int, int], Node] = {}
-        lows: dict[tuple[int, int], torch.Tensor] = {}
-        order: list[tuple[int, int]] = []
+        keys: list[tuple[int, int]] = []
+        choices: list[Choice] = []
         for b, h in zip(chosen, parents_idx, strict=True):
-            key = (h, b.candidate)
-            if key in new_nodes:
+            if (h, b.candidate) in keys:
                 continue
-            run = runs[h]
-            j = b.candidate
-            logit = run.object_score_logit
-            present = torch.tensor([[logit > self.object_score_threshold]], device=eng.device)
-            low = torch.where(present[:, :, None, None], run.masks[:, j : j + 1], NO_OBJ_SCORE)
-            ptr = eng.object_pointer(run.tokens[:, j], present)
-            iou = float(run.ious[0].max().item()) if first else float(run.ious[0, j].item())
-            rec = FrameRecord(frame_idx, False, ptr, logit, iou, meta={"candidate": j})
-            parent = heads[h]
-            admitted = parent.admitted if parent is not None else ()
-            node = Node(rec, admitted)
-            if iou > self.iou_threshold and logit > 0:
-                node.admitted = (*admitted, node)[-(session.max_ptrs - 1):]
-            new_nodes[key] = node
-            lows[key] = low
-            order.append(key)
+            keys.append((h, b.candidate))
+            # frame s + 1 records the best IoU of the shared run whatever the candidate (as the official code)
+            choices.append(Choice(h, b.candidate, iou=float(runs[h].ious[0].max().item()) if first else None))
+        return TreeStep(choices, heads, keys, chosen, parents_idx, first, uncertain,
+                        [r.object_score_logit for r in runs])
 
-        outs = {key: ObjectOutput(track.object_id, lows[key], n.rec.iou, n.rec.object_score_logit,
-                                  n.rec.object_score_logit <= self.object_score_threshold, False)
-                for key, n in new_nodes.items()}
-        if self.mode == "offline":
-            masks_rle = session.to_tracking_masks([outs[k] for k in order])
-            for key, m in zip(order, masks_rle, strict=True):
-                parent = heads[key[0]]
-                new_nodes[key].trace = Trace(frame_idx, m, parent.trace if parent is not None else None)
-        st.pathways = [Pathway(new_nodes[(h, b.candidate)], b.score)
-                       for b, h in zip(chosen, parents_idx, strict=True)]
+    def remember(
+        self, track: ObjectTrack, frame_idx: int, decision: Decision, kept: list[Kept], max_ptrs: int
+    ) -> None:
+        """Grow the tree: one node per survivor, continuing its parent head's admitted list (admitted itself when
+        its IoU > ``iou_threshold`` and its object logit > 0); the pathways move to the new nodes."""
+        if not isinstance(decision, TreeStep):
+            raise TypeError(f"SAM2Long remembers its own tree steps, not a {type(decision).__name__}")
+        st = self.state(track)
+        nodes: dict[tuple[int, int], Node] = {}
+        for key, k in zip(decision.keys, kept, strict=True):
+            parent = decision.heads[key[0]]
+            admitted = parent.admitted if parent is not None else ()
+            node = Node(k.record, admitted)
+            if k.record.iou > self.iou_threshold and k.record.object_score_logit > 0:
+                node.admitted = (*admitted, node)[-(max_ptrs - 1):]
+            if k.mask is not None:  # offline: the compact trace for back-tracking
+                node.trace = Trace(frame_idx, k.mask, parent.trace if parent is not None else None)
+            nodes[key] = node
+        st.pathways = [Pathway(nodes[(h, b.candidate)], b.score)
+                       for b, h in zip(decision.branches, decision.parents, strict=True)]
         if self.record_choices:
-            st.choices.append({"frame": frame_idx, "uncertain": uncertain, "distinct_runs": len(heads),
-                               "parents": [b.parent for b in chosen], "candidates": [b.candidate for b in chosen],
-                               "scores": [b.score for b in chosen], "first": first,
-                               "object_logits": [r.object_score_logit for r in runs]})
-        st.step_heads, st.step_slots = [], []
-        timings.add("policy", time.perf_counter() - t0)
-        best = (parents_idx[0], chosen[0].candidate)
-        return outs[best], [(new_nodes[k].rec, lows[k]) for k in order]
+            st.choices.append({"frame": frame_idx, "uncertain": decision.uncertain,
+                               "distinct_runs": len(decision.heads),
+                               "parents": [b.parent for b in decision.branches],
+                               "candidates": [b.candidate for b in decision.branches],
+                               "scores": [b.score for b in decision.branches], "first": decision.first,
+                               "object_logits": decision.object_logits})
 
     # --- offline output --------------------------------------------------------------------------------------
-    def final_masks(self, session: Sam2Session, track: ObjectTrack) -> dict[int, TrackingMask]:
+    def final_masks(self, track: ObjectTrack) -> dict[int, TrackingMask]:
         if self.mode != "offline":
             return {}
-        st: Sam2LongObjectState = track.policy_state
+        st = self.state(track)
         heads = list(st.finished)
         if st.pathways and st.pathways[0].head.trace is not None:
             heads.append(st.pathways[0].head.trace)

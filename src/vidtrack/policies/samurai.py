@@ -25,18 +25,28 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
 import torch.nn.functional as F
 
-from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack
+from vidtrack.engines.sam2.contract import Candidates
+from vidtrack.engines.sam2.state import FrameNote, FrameRecord, ObjectTrack, PolicyState
 from vidtrack.policies import kalman
-from vidtrack.policies.base import Candidates, MemoryPolicy
+from vidtrack.policies.base import MemoryPolicy
 
 
 @dataclass
-class SamuraiObjectState:
+class SamuraiNote(FrameNote):
+    """What SAMURAI keeps beside a record: the chosen candidate's Kalman IoU (None during warm-up and on
+    single-output frames), the stable-frame count, and whether the filter overrode the argmax."""
+
+    kf_score: float | None = None
+    stable_frames: int = 0
+    kf_choice: bool = False
+
+
+@dataclass
+class SamuraiObjectState(PolicyState):
     kf: kalman.KalmanState | None = None
     stable_frames: int = 0
     admitted: deque[int] = field(default_factory=deque)  # frames that passed the memory thresholds, oldest first
@@ -84,6 +94,12 @@ class SamuraiPolicy(MemoryPolicy):
     def new_object_state(self, object_id: int) -> SamuraiObjectState:
         return SamuraiObjectState(admitted=deque(maxlen=self.max_obj_ptrs - 1))
 
+    def state(self, track: ObjectTrack) -> SamuraiObjectState:
+        st = track.policy_state
+        if not isinstance(st, SamuraiObjectState):
+            raise TypeError(f"object {track.object_id} holds a {type(st).__name__}, not SAMURAI's state")
+        return st
+
     # --- candidate choice ----------------------------------------------------------------------------------
     def _box(self, cands: Candidates, k: int) -> tuple[float, float, float, float]:
         if cands.object_score_logit <= self.object_score_threshold:  # gated: every pixel is -1024
@@ -91,7 +107,7 @@ class SamuraiPolicy(MemoryPolicy):
         return mask_box(cands.low_res_masks[k], cands.image_size)
 
     def choose_candidate(self, track: ObjectTrack, frame_idx: int, cands: Candidates) -> int:
-        st: SamuraiObjectState = track.policy_state
+        st = self.state(track)
         st.last_kf_score = None
         st.last_choice_was_kf = False
         if not cands.multimask:  # prompt frames with one output never reach the filter
@@ -124,14 +140,13 @@ class SamuraiPolicy(MemoryPolicy):
                 st.kf = kalman.update(st.kf, kalman.xyxy_to_xyah(boxes[k]))
         return k
 
-    def frame_metadata(self, track: ObjectTrack, frame_idx: int, cands: Candidates, chosen: int) -> dict[str, Any]:
-        st: SamuraiObjectState = track.policy_state
-        return {"kf_score": st.last_kf_score if cands.multimask else None,
-                "stable_frames": st.stable_frames, "kf_choice": st.last_choice_was_kf}
+    def frame_metadata(self, track: ObjectTrack, frame_idx: int, cands: Candidates, chosen: int) -> SamuraiNote:
+        st = self.state(track)
+        return SamuraiNote(st.last_kf_score if cands.multimask else None, st.stable_frames, st.last_choice_was_kf)
 
     # --- memory ----------------------------------------------------------------------------------------------
     def record_stored(self, track: ObjectTrack, rec: FrameRecord) -> None:
-        st: SamuraiObjectState = track.policy_state
+        st = self.state(track)
         sign = -1 if track.reverse else 1
         if rec.is_cond:
             if st.first_cond is None:
@@ -139,14 +154,14 @@ class SamuraiPolicy(MemoryPolicy):
             return
         if st.first_cond is None or (rec.frame_idx - st.first_cond) * sign < 2:
             return  # the official scan never looks below frame 2
-        kf = rec.meta.get("kf_score")
+        kf = rec.note.kf_score if isinstance(rec.note, SamuraiNote) else None
         if (rec.iou > self.memory_bank_iou_threshold
                 and rec.object_score_logit > self.memory_bank_obj_score_threshold
                 and (kf is None or kf > self.memory_bank_kf_score_threshold)):
             st.admitted.append(rec.frame_idx)
 
     def _memory_window(self, track: ObjectTrack, frame_idx: int) -> list[int]:
-        st: SamuraiObjectState = track.policy_state
+        st = self.state(track)
         prev = frame_idx + (1 if track.reverse else -1)
         valid = list(st.admitted)
         if prev not in valid:
@@ -163,7 +178,7 @@ class SamuraiPolicy(MemoryPolicy):
         return out
 
     def prune(self, track: ObjectTrack, frame_idx: int) -> None:
-        st: SamuraiObjectState = track.policy_state
+        st = self.state(track)
         sign = -1 if track.reverse else 1
         keep_memory = set(list(st.admitted)[-(self.num_maskmem - 1):]) | {frame_idx}
         for t in list(track.non_cond):

@@ -21,7 +21,6 @@ from __future__ import annotations
 import contextlib
 import time
 from collections.abc import Iterable
-from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -29,6 +28,18 @@ import torch
 import torch.nn.functional as F
 from transformers.models.sam2_video.modeling_sam2_video import get_1d_sine_pe
 
+from vidtrack.engines.sam2.contract import (
+    NO_OBJ_SCORE,
+    Candidates,
+    Choice,
+    DecoderRun,
+    ImageFeatures,
+    Kept,
+    KeyScale,
+    MemoryRead,
+    ObjectOutput,
+    StepTimings,
+)
 from vidtrack.engines.sam2.preprocess import (
     ResizeMethod,
     mask_to_model_input,
@@ -38,83 +49,27 @@ from vidtrack.engines.sam2.preprocess import (
 )
 from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack
 from vidtrack.errors import InputError
-from vidtrack.policies.base import Candidates, MemoryPolicy
+from vidtrack.policies.base import MemoryPolicy
 from vidtrack.types import Prompt, TrackingMask, rle_encode
+
+__all__ = [  # the contract types are re-exported for callers that drive the engine directly
+    "NO_OBJ_SCORE",
+    "DecoderRun",
+    "ImageFeatures",
+    "KeyScale",
+    "MemoryRead",
+    "ObjectOutput",
+    "Sam2Engine",
+    "Sam2Session",
+    "StepTimings",
+    "memory_attention_scaled_keys",
+]
 
 CPU_MAX_BATCH = 1
 """Default object batch on CPUs: one at a time. Memory attention is compute-bound there, so batching saves no
 work and its larger activations cost cache misses: hiera-tiny at 512 px, 8 objects, one thread, measured
 4,784 CPU ms/frame at batch 1 vs 5,020 at batch 4 (BENCHMARKS.md)."""
 GPU_MAX_BATCH = 16
-NO_OBJ_SCORE = -1024.0
-"""Logit written over every pixel of an absent object's mask (as in the official code)."""
-
-
-@dataclass
-class ImageFeatures:
-    """One frame's image-encoder output, in the layout the memory path wants."""
-
-    vision_feats: list[torch.Tensor]  # per level (HW, 1, C); levels 0/1 already through conv_s0/conv_s1
-    vision_pos: list[torch.Tensor]  # per level (HW, 1, C)
-    high_res: list[torch.Tensor]  # levels 0 and 1 as (1, C, H, W) for the mask decoder
-
-    @property
-    def top(self) -> torch.Tensor:
-        return self.vision_feats[-1]
-
-
-@dataclass
-class ObjectOutput:
-    """One object's result on one frame."""
-
-    object_id: int
-    low_res_logits: torch.Tensor  # (1, 1, h, w), after the object-present gate
-    iou: float
-    object_score_logit: float
-    occluded: bool
-    is_prompt: bool
-
-
-@dataclass
-class StepTimings:
-    stages: dict[str, float] = field(default_factory=dict)
-
-    def add(self, stage: str, seconds: float) -> None:
-        self.stages[stage] = self.stages.get(stage, 0.0) + seconds
-
-
-@dataclass
-class MemoryRead:
-    """What one hypothesis of one object attends to on one frame: (temporal slot, record) memory entries,
-    (signed distance, record) pointer entries and optional SAM2Long key weights."""
-
-    memories: list[tuple[int, FrameRecord]]
-    pointers: list[tuple[int, FrameRecord]]
-    key_scale: KeyScale | None = None
-
-
-@dataclass
-class DecoderRun:
-    """Memory attention + mask decoder output for one :class:`MemoryRead`, before any choice.
-
-    ``masks`` (1, K, h, w) logits before the object-present gate, ``ious`` (1, K), ``tokens`` (1, K, C).
-    """
-
-    masks: torch.Tensor
-    ious: torch.Tensor
-    tokens: torch.Tensor
-    object_score_logit: float
-
-
-@dataclass
-class KeyScale:
-    """Per-entry weights on memory-attention keys: one (0-d) tensor per memory frame, then per object pointer,
-    in the order of the entries of a :class:`MemoryRead`."""
-
-    frames: list[torch.Tensor]
-    pointers: list[torch.Tensor]
-
-
 def memory_attention_scaled_keys(
     attn: Any,
     current: torch.Tensor,
@@ -612,33 +567,25 @@ class Sam2Session:
 
         prompted, to_memorise = self._apply_prompts(frame_idx, feats, by_obj, timings)
         by_id: dict[int, ObjectOutput] = {o.object_id: o for o in prompted}
-        tracked: list[tuple[ObjectTrack, list[MemoryRead], bool]] = []  # (track, reads, policy-owned step)
-        for track in to_track:
-            reads = self.policy.memory_reads(self, track, frame_idx)
-            if reads is None:
-                read = MemoryRead(self.policy.memory_frames(track, frame_idx),
-                                  self.policy.pointer_frames(track, frame_idx, self.max_ptrs))
-                tracked.append((track, [read], False))
-            else:
-                tracked.append((track, reads, True))
+        reads = [(track, self.policy.memory_reads(track, frame_idx, self.max_ptrs)) for track in to_track]
 
         # every object's (and hypothesis') memory attention and decoder, batched
         cfg = eng.config
         multimask = bool(cfg.multimask_output_in_sam and cfg.multimask_output_for_tracking)
-        runs = eng.decode_reads(feats, [r for _, reads, _ in tracked for r in reads], self.max_ptrs, multimask,
-                                timings)
+        runs = eng.decode_reads(feats, [r for _, mine in reads for r in mine], self.max_ptrs, multimask, timings)
         at = 0
-        for track, reads, custom in tracked:
-            mine, at = runs[at : at + len(reads)], at + len(reads)
-            if custom:  # the policy turns its hypotheses into an output and the records to memorise (SAM2Long)
-                out, pending = self.policy.track_frame(self, track, frame_idx, feats, mine, timings)
-                to_memorise.extend((rec, eng.upsample(low), False) for rec, low in pending)
-            else:
-                out, rec, hi = self._tracked_frame(track, frame_idx, mine[0], timings)
-                track.non_cond[frame_idx] = rec
-                self.policy.record_stored(track, rec)
-                to_memorise.append((rec, hi, False))
-            by_id[track.object_id] = out
+        for track, mine in reads:
+            track_runs, at = runs[at : at + len(mine)], at + len(mine)
+            t0 = time.perf_counter()
+            decision = self.policy.choose(track, frame_idx, track_runs, eng.image_size)
+            kept = [self._keep(track, frame_idx, track_runs[c.read], c) for c in decision.choices]
+            if self.policy.keeps_branch_masks:
+                for k, m in zip(kept, self.to_tracking_masks([k.output for k in kept]), strict=True):
+                    k.mask = m
+            self.policy.remember(track, frame_idx, decision, kept, self.max_ptrs)
+            timings.add("policy", time.perf_counter() - t0)
+            to_memorise.extend((k.record, eng.upsample(k.output.low_res_logits), False) for k in kept)
+            by_id[track.object_id] = kept[0].output
         outputs = [by_id[k] for k in sorted(by_id)]
         self._memorise(feats, to_memorise, timings)
 
@@ -655,7 +602,7 @@ class Sam2Session:
         causal policies."""
         out: dict[int, list[TrackingMask]] = {}
         for track in self.tracks.values():
-            for f, m in self.policy.final_masks(self, track).items():
+            for f, m in self.policy.final_masks(track).items():
                 out.setdefault(f, []).append(m)
         return out
 
@@ -722,7 +669,7 @@ class Sam2Session:
             ptr = eng.gate_pointer(ptr, present)  # gated twice, as in the official code
             logit = 10.0 if bool(present.item()) else -10.0
             iou = 1.0
-            meta = self.policy.frame_metadata(
+            note = self.policy.frame_metadata(
                 track, frame_idx,
                 Candidates(low[0], torch.ones(1), tokens[0, :1], logit, False, eng.image_size), 0,
             )
@@ -746,7 +693,7 @@ class Sam2Session:
             )
             cands = Candidates(masks[0], ious[0], tokens[0], float(obj_logits.item()), multimask, eng.image_size)
             k = self.policy.choose_candidate(track, frame_idx, cands)
-            meta = self.policy.frame_metadata(track, frame_idx, cands, k)
+            note = self.policy.frame_metadata(track, frame_idx, cands, k)
             present = obj_logits > thr
             low = torch.where(present[:, :, None, None], masks[:, k : k + 1], NO_OBJ_SCORE)
             ptr = eng.object_pointer(tokens[:, k], present)
@@ -755,27 +702,19 @@ class Sam2Session:
         timings.add("decoder", time.perf_counter() - t0)
         # Official preflight: a prompt frame is memorised from its low-res mask upsampled and binarised.
         hi = eng.upsample(low)
-        rec = FrameRecord(frame_idx, True, ptr, logit, iou, meta=meta)
+        rec = FrameRecord(frame_idx, True, ptr, logit, iou, note=note)
         out = ObjectOutput(track.object_id, low, iou, logit, logit <= thr, True)
         return out, rec, hi
 
-    def _tracked_frame(
-        self, track: ObjectTrack, frame_idx: int, run: DecoderRun, timings: StepTimings
-    ) -> tuple[ObjectOutput, FrameRecord, torch.Tensor]:
-        """The single-hypothesis choice (SAM 2.1, SAMURAI) on one object's decoder run."""
+    def _keep(self, track: ObjectTrack, frame_idx: int, run: DecoderRun, choice: Choice) -> Kept:
+        """One survivor of a tracked frame: the object-present gate on its mask and pointer, its record."""
         eng = self.engine
-        t0 = time.perf_counter()
-        multimask = run.masks.size(1) > 1
-        cands = Candidates(run.masks[0], run.ious[0], run.tokens[0], run.object_score_logit, multimask,
-                           eng.image_size)
-        k = self.policy.choose_candidate(track, frame_idx, cands)
-        meta = self.policy.frame_metadata(track, frame_idx, cands, k)
+        k = choice.candidate
         logit = run.object_score_logit
         present = torch.tensor([[logit > self.policy.object_score_threshold]], device=eng.device)
         low = torch.where(present[:, :, None, None], run.masks[:, k : k + 1], NO_OBJ_SCORE)
         ptr = eng.object_pointer(run.tokens[:, k], present)
-        iou = float(run.ious[0, k].item())
-        timings.add("policy", time.perf_counter() - t0)
-        rec = FrameRecord(frame_idx, False, ptr, logit, iou, meta=meta)
+        iou = float(run.ious[0, k].item()) if choice.iou is None else choice.iou
+        rec = FrameRecord(frame_idx, False, ptr, logit, iou, note=choice.note)
         out = ObjectOutput(track.object_id, low, iou, logit, not bool(present.item()), False)
-        return out, rec, eng.upsample(low)
+        return Kept(choice, rec, out)

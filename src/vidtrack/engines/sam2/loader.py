@@ -1,37 +1,30 @@
-"""The SAM 2 family behind :class:`TrackingModelLoader`: weights, policy, streaming and backward passes."""
+"""The SAM 2 family behind :class:`TrackingModelLoader`: weights, the policy, and a :class:`Sam2Runner` per video
+(the tracking skeleton itself is :mod:`vidtrack.tracking`)."""
 
 from __future__ import annotations
 
 import dataclasses
-import itertools
 import tempfile
 import time
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Iterator
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 
-from vidtrack.api import (
-    SEMANTICS,
-    ProgressFn,
-    PromptSchedule,
-    TrackingConfig,
-    TrackingModelLoader,
-    check_prompts,
-    finish_result,
-    first_prompt_frames,
-)
 from vidtrack.catalog import ModelSpec
+from vidtrack.config import SEMANTICS, TrackingConfig
+from vidtrack.engines.sam2.contract import ImageFeatures
 from vidtrack.engines.sam2.engine import Sam2Engine, Sam2Session
 from vidtrack.engines.sam2.runtime import EncoderAhead, apply_cpu_threads, compile_model, resolve_precision
 from vidtrack.engines.sam2.state import FrameRecord
 from vidtrack.engines.sam2.weights import load_sam2_model
 from vidtrack.errors import InputError, NotLoadedError
-from vidtrack.policies import make_policy
-from vidtrack.sources import FrameSource, open_source
-from vidtrack.types import Prompt, TrackingFrame, TrackingMask, TrackingResult
+from vidtrack.policies import MemoryPolicy, PolicyFactory, make_policy, resolve_policy
+from vidtrack.tracking import Runner, StepResult, TrackingModelLoader
+from vidtrack.types import Prompt, TrackingFrame, TrackingMask
 
 
 def resolve_device(device: str) -> torch.device:
@@ -80,12 +73,11 @@ class LiveTracker:
 
 
 class Sam2Loader(TrackingModelLoader):
-    """SAM 2.1, SAMURAI and SAM2Long: one engine, the policy named by the catalogue entry."""
+    """SAM 2.1, SAMURAI and SAM2Long: one engine; the policy named by the catalogue entry, or ``config.policy``."""
 
     def __init__(self, spec: ModelSpec, config: TrackingConfig) -> None:
         super().__init__(spec, config)
         self.engine: Sam2Engine | None = None
-        self.last_session: Sam2Session | None = None
         self.device = resolve_device(config.device)
         self.dtype, self.autocast_dtype = resolve_precision(config.dtype, config.autocast, self.device)
         if config.encoder_ahead not in ("auto", "on", "off"):
@@ -97,6 +89,9 @@ class Sam2Loader(TrackingModelLoader):
         if config.resize not in ("transformers", "official"):
             raise InputError(f"resize must be 'transformers' or 'official'; got {config.resize!r}")
         _check_semantics(config.semantics)
+        # a bad policy name or import path fails here, before any weights are loaded
+        self.policy_factory: PolicyFactory | None = (
+            None if config.policy is None else resolve_policy(config.policy))
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -133,7 +128,7 @@ class Sam2Loader(TrackingModelLoader):
 
     def unload(self) -> None:
         self.engine = None
-        self.last_session = None
+        self.last_runner = None
         if self.device.type == "cuda":
             torch.cuda.empty_cache()
 
@@ -142,284 +137,142 @@ class Sam2Loader(TrackingModelLoader):
             raise NotLoadedError(f"{self.name} is not loaded; call load() first")
         return self.engine
 
-    def new_policy(self) -> Any:
+    def new_policy(self) -> MemoryPolicy:
+        """A fresh policy for one session: ``config.policy`` when set (with ``config.policy_options`` only),
+        else the catalogue's policy for this model name with its defaults under the config's options."""
         eng = self._engine()
-        options = {**self.spec.policy_options, **self.config.policy_options}
-        return make_policy(self.spec.policy, num_maskmem=eng.num_maskmem, max_obj_ptrs=eng.max_obj_ptrs, **options)
+        if self.policy_factory is None:
+            policy: str | PolicyFactory = self.spec.policy
+            options = {**self.spec.policy_options, **self.config.policy_options}
+        else:
+            policy, options = self.policy_factory, dict(self.config.policy_options)
+        return make_policy(policy, num_maskmem=eng.num_maskmem, max_obj_ptrs=eng.max_obj_ptrs, **options)
+
+    @property
+    def policy_name(self) -> str:
+        """What ``TrackingResult.metadata["policy"]`` says: the catalogue's name, or the configured policy's."""
+        if self.config.policy is None:
+            return self.spec.policy
+        if isinstance(self.config.policy, str):
+            return self.config.policy
+        return str(getattr(self.config.policy, "name", None) or getattr(self.config.policy, "__name__", "custom"))
 
     def open_stream(self, height: int, width: int) -> LiveTracker:
         """A push-style tracker for frames of ``height`` x ``width`` (unknown length)."""
         session = self._engine().new_session(self.new_policy(), height, width)
         return LiveTracker(session, self.name)
 
-    # --- forward streaming -------------------------------------------------------------------------------
-    def stream(
-        self,
-        source: Any,
-        prompts: Iterable[Prompt] = (),
-        *,
-        stride: int = 1,
-        start: int = 0,
-        end: int | None = None,
-    ) -> Iterator[TrackingFrame]:
-        src = open_source(source, stride=stride, start=start, end=end)
-        return self._forward(src, check_prompts(prompts), frame_cache=None)
+    # --- the tracking skeleton's hooks (vidtrack.tracking) ----------------------------------------------------
+    @property
+    def last_session(self) -> Sam2Session | None:
+        """The last video's forward session (inspection: state size, policy state); freed by unload()."""
+        return self.last_runner.session if isinstance(self.last_runner, Sam2Runner) else None
 
-    def _forward(
-        self, src: FrameSource, prompts: list[Prompt], frame_cache: _FrameCache | None
-    ) -> Iterator[TrackingFrame]:
-        eng = self._engine()
-        if not prompts:
-            raise InputError("no prompts: give at least one mask, box or points prompt")
-        schedule = PromptSchedule(prompts, src)
-        height, width = src.probe_size()
-        session = eng.new_session(self.new_policy(), height, width, num_frames=src.num_frames)
-        self.last_session = session  # for inspection (state size); bounded, released by unload()
-        pos = 0
-        frames: Iterable[tuple[int, np.ndarray, Any, float]] = (
-            EncoderAhead(eng, iter(src)) if self.encoder_ahead else ((i, f, None, 0.0) for i, f in src)
-        )
-        try:
-            t_wait = time.perf_counter()
-            for frame_idx, frame, feats, enc_s in frames:
-                wait = time.perf_counter() - t_wait  # decoding (and, ahead, what the encoder did not hide)
-                here = [p.at(pos) for p in schedule.at(frame_idx)]
-                t0 = time.perf_counter()
-                outputs, timings = session.step(pos, frame, here, features=feats)
-                masks = session.to_tracking_masks(outputs)
-                elapsed = time.perf_counter() - t0
-                if frame_cache is not None:
-                    frame_cache.offer(pos, frame_idx, frame)
-                stages = {"decode": wait, **timings.stages}
-                if feats is not None:  # encoder time spent in the worker, overlapped with the previous frame
-                    stages["image_encoder"] = enc_s
-                yield TrackingFrame(frame_idx, masks, {m.object_id: m.occluded for m in masks}, elapsed, stages)
-                pos += 1
-                t_wait = time.perf_counter()
-        finally:
-            src.close()
-        if pos == 0:
-            raise InputError(f"no frames in {src.name}")
-        schedule.check_all_reached(frame_idx)
+    def prompts_first(self) -> bool:
+        return _check_semantics(self.config.semantics) == "official"
 
-    # --- whole video -------------------------------------------------------------------------------------
-    def track_video(
-        self,
-        source: Any,
-        prompts: Iterable[Prompt] = (),
-        *,
-        stride: int = 1,
-        start: int = 0,
-        end: int | None = None,
-        progress: ProgressFn | None = None,
-    ) -> TrackingResult:
-        started = time.perf_counter()
-        semantics = _check_semantics(self.config.semantics)
-        plist = check_prompts(prompts)
-        src = open_source(source, stride=stride, start=start, end=end)
-        height, width = src.probe_size()
-        if semantics == "official":
-            frames = self._track_official(src, plist, height, width, progress)
-        else:
-            frames = self._track_causal(src, plist, start, height, width, progress)
-        extra = self.last_session.policy.result_metadata() if self.last_session is not None else {}
-        return finish_result(frames, width, height, self.name, started, policy=self.spec.policy,
-                             semantics=semantics, backward=self.config.backward, **extra)
+    def new_runner(self, height: int, width: int, num_frames: int | None, *, prompted: bool,
+                   prompts_first: bool) -> Sam2Runner:
+        session = self._engine().new_session(self.new_policy(), height, width, num_frames=num_frames)
+        return Sam2Runner(self, session, _FrameCache(), prompts_first=prompts_first)
 
-    def _track_causal(
-        self, src: FrameSource, plist: list[Prompt], start: int, height: int, width: int,
-        progress: ProgressFn | None,
-    ) -> list[TrackingFrame]:
-        """Prompts take effect when their frame is reached (the stream, collected); with ``backward``, objects
-        first prompted after the first frame are then tracked back to it in one reverse pass."""
-        first_prompt = first_prompt_frames(plist)
-        late = {o: f for o, f in first_prompt.items() if f > start}  # first prompted after the first frame
-        frames: list[TrackingFrame] = []
-        with _FrameCache(max(late.values(), default=-1) if self.config.backward else -1) as cache:
-            for tf in self._forward(src, plist, frame_cache=cache):
-                frames.append(tf)
-                if progress is not None:
-                    progress(tf)
-            session = self.last_session
-            if session is not None:  # non-causal policies (SAM2Long offline) revise streamed masks here
-                _apply_revisions(frames, session.final_masks(), lambda pos, oid: True)
-            if self.config.backward:
-                self._backward(frames, plist, late, cache, height, width)
-        return frames
+    def result_metadata(self, prompts: list[Prompt], backward: bool) -> dict[str, Any]:
+        session = self.last_session
+        extra = session.policy.result_metadata() if session is not None else {}
+        return {"policy": self.policy_name, "semantics": self.config.semantics, "backward": self.config.backward,
+                **extra}
 
-    def _track_official(
-        self, src: FrameSource, prompts: list[Prompt], height: int, width: int, progress: ProgressFn | None
-    ) -> list[TrackingFrame]:
-        """Meta's ``SAM2VideoPredictor`` order of work (docs/SEMANTICS.md):
 
-        1. every prompt is processed first, as an initial conditioning frame without memory, and memorised
-           (``add_new_mask`` / ``add_new_points_or_box``, then ``propagate_in_video_preflight``). The source is
-           read once, up to the last prompted frame; the frames that will be needed again (from the earliest
-           prompted frame ``s`` on, and before it when ``backward``) are spilled to a temporary file, never
-           held in RAM;
-        2. ``propagate_in_video``: forward from ``s`` to the end, every object tracked from ``s`` (also those
-           first prompted later), each attending to all its conditioning frames; the spilled frames are
-           replayed, then the source is read on;
-        3. with ``backward`` and ``s`` after the first frame: ``propagate_in_video(start_frame_idx=s - 1,
-           reverse=True)`` on the same state, i.e. backward from ``s - 1`` to the first frame reading the
-           conditioning frames and the memories the forward pass stored for ``s .. s + 14`` (kept aside as it
-           passed them: at most 15 records per object).
-        """
-        eng = self._engine()
-        if not prompts:
-            raise InputError("no prompts: give at least one mask, box or points prompt")
-        schedule = PromptSchedule(prompts, src)
-        session = eng.new_session(self.new_policy(), height, width, num_frames=src.num_frames)
-        self.last_session = session
-        first_src = min(p.frame_idx for p in prompts)
-        last_src = max(p.frame_idx for p in prompts)
-        frames: list[TrackingFrame] = []
-        it = iter(src)
-        try:
-            with _FrameCache(last_src, first_src if not self.config.backward else None) as cache:
-                # 1. prompts first: read up to the last prompted frame, spilling what will be read again
-                frame_idx = -1
-                for frame_idx, frame in it:
-                    pos = len(frames)
-                    cache.offer(pos, frame_idx, frame)
-                    here = [p.at(pos) for p in schedule.at(frame_idx)]
-                    t0 = time.perf_counter()
-                    outputs, timings = session.add_prompts(pos, frame, here)
-                    masks = session.to_tracking_masks(outputs)
-                    frames.append(TrackingFrame(frame_idx, masks, {m.object_id: m.occluded for m in masks},
-                                                time.perf_counter() - t0, dict(timings.stages)))
-                    if frame_idx >= last_src:
-                        break
-                if not frames:
-                    raise InputError(f"no frames in {src.name}")
-                schedule.check_all_reached(frame_idx)
-                s = min(min(t.cond) for t in session.tracks.values())  # the earliest prompted position
-                if s > 0 and not self.config.backward and progress is not None:
-                    for tf in frames[:s]:  # nothing will be computed for these
-                        progress(tf)
+@dataclass
+class _Ahead:
+    """A frame's image features computed one frame ahead (:class:`EncoderAhead`) and the encoder's seconds."""
 
-                # 2. forward from the earliest prompted frame
-                replay = ((frames[pos].frame_idx, cache.get(pos)) for pos in range(s, len(frames)))
-                seed = self._forward_official(session, s, itertools.chain(replay, it), frames, progress,
-                                              keep_for_reverse=self.config.backward and s > 0)
-                _apply_revisions(frames, session.final_masks(), lambda pos, oid: pos >= s)
+    features: ImageFeatures
+    seconds: float
 
-                # 3. backward from s - 1, on the forward pass's state
-                if self.config.backward and s > 0:
-                    self._reverse_official(session, seed, s, frames, cache, progress)
-        finally:
-            src.close()
-        return frames
 
-    def _forward_official(
-        self,
-        session: Sam2Session,
-        s: int,
-        source: Iterator[tuple[int, np.ndarray]],
-        frames: list[TrackingFrame],
-        progress: ProgressFn | None,
-        keep_for_reverse: bool,
-    ) -> dict[int, dict[int, FrameRecord]]:
-        """Step 2 of :meth:`_track_official`; returns, per object, the non-conditioning records of positions
-        ``s .. s + max_ptrs - 2`` as they were when stored (what a reverse pass from ``s - 1`` reads)."""
-        eng = self._engine()
-        seed: dict[int, dict[int, FrameRecord]] = {}
-        frames_in: Iterable[tuple[int, np.ndarray, Any, float]] = (
-            EncoderAhead(eng, source) if self.encoder_ahead else ((i, f, None, 0.0) for i, f in source)
-        )
-        pos = s
-        t_wait = time.perf_counter()
-        for frame_idx, frame, feats, enc_s in frames_in:
-            wait = time.perf_counter() - t_wait
-            t0 = time.perf_counter()
-            outputs, timings = session.step(pos, frame, features=feats)
-            masks = session.to_tracking_masks(outputs)
-            elapsed = time.perf_counter() - t0
-            stages = {"decode": wait, **timings.stages}
-            if feats is not None:
-                stages["image_encoder"] = enc_s
-            if pos < len(frames):  # a replayed frame: it may hold prompted objects' masks already
-                tf = frames[pos]
-                _merge(tf, masks, elapsed, stages)
-            else:
-                tf = TrackingFrame(frame_idx, masks, {m.object_id: m.occluded for m in masks}, elapsed, stages)
-                frames.append(tf)
-            if keep_for_reverse and pos - s < session.max_ptrs - 1:
-                for oid, track in session.tracks.items():
-                    rec = track.non_cond.get(pos)
-                    if rec is not None:  # a copy: later pruning drops the original's spatial memory
-                        kept = dataclasses.replace(rec)
-                        if pos - s >= eng.num_maskmem - 1:  # read backward for its pointer only
-                            kept.maskmem_features = None
-                        seed.setdefault(oid, {})[pos] = kept
-            if progress is not None:
-                progress(tf)
-            pos += 1
-            t_wait = time.perf_counter()
-        return seed
+class Sam2Runner(Runner):
+    """One :class:`Sam2Session` behind the tracking skeleton: steps by position, keeps the frames a later pass
+    reads again spilled to disk (:class:`_FrameCache`), revises with the policy's final masks.
 
-    def _reverse_official(
-        self,
-        forward: Sam2Session,
-        seed: dict[int, dict[int, FrameRecord]],
-        s: int,
-        frames: list[TrackingFrame],
-        cache: _FrameCache,
-        progress: ProgressFn | None,
-    ) -> None:
-        """Step 3 of :meth:`_track_official`: Meta's reverse propagation from ``s - 1`` down to the first frame."""
-        eng = self._engine()
-        session = eng.new_session(self.new_policy(), forward.height, forward.width, num_frames=len(frames),
-                                  reverse=True)
-        for oid, ftrack in sorted(forward.tracks.items()):
-            session.seed_object(oid, ftrack.cond, seed.get(oid, {}))
-        for pos in range(s - 1, -1, -1):
-            tf = frames[pos]
-            t0 = time.perf_counter()
-            outputs, timings = session.step(pos, cache.get(pos))
-            masks = session.to_tracking_masks(outputs)
-            _merge(tf, masks, time.perf_counter() - t0, {f"backward_{k}": v for k, v in timings.stages.items()})
-            if progress is not None:
-                progress(tf)
-        _apply_revisions(frames, session.final_masks(), lambda pos, oid: pos < s)
+    Prompts first (Meta's order), the forward runner also keeps, per object, the records of positions
+    ``s .. s + max_ptrs - 2`` (``s`` the earliest prompted position) as they were when stored: what Meta's
+    reverse pass from ``s - 1``, run on the same inference state, reads; :meth:`reverse` seeds its session
+    with them and with the conditioning frames. Causally, :meth:`reverse` is a fresh reverse session.
+    """
 
-    def _backward(
-        self,
-        frames: list[TrackingFrame],
-        prompts: list[Prompt],
-        late: dict[int, int],
-        cache: _FrameCache,
-        height: int,
-        width: int,
-    ) -> None:
-        """Track objects first prompted after the first frame back to the first frame, in one reverse pass.
+    def __init__(self, loader: Sam2Loader, session: Sam2Session, frames: _FrameCache, *, prompts_first: bool,
+                 owns_frames: bool = True) -> None:
+        self.loader = loader
+        self.session = session
+        self.frames = frames
+        self.prompts_first = prompts_first
+        self.owns_frames = owns_frames
+        self.start: int | None = None  # prompts first: the earliest prompted position, set at the first step
+        self.seed: dict[int, dict[int, FrameRecord]] = {}
 
-        Each such object is conditioned on its first prompt (reached while going backward); objects prompted
-        on the first frame need no backward pass. Tracking backward from a prompt equals tracking the reversed
-        clip forward from it (tested).
-        """
-        if not late:
+    def feed(self, frames: Iterator[tuple[int, np.ndarray]]) -> Iterator[tuple[int, np.ndarray, object]]:
+        if not self.loader.encoder_ahead:
+            return super().feed(frames)
+        return ((i, f, _Ahead(feats, secs)) for i, f, feats, secs in EncoderAhead(self.session.engine, frames))
+
+    def add_prompts(self, pos: int, frame: np.ndarray, prompts: list[Prompt], *, keep: bool = False) -> StepResult:
+        if keep:
+            self.frames.offer(pos, frame)
+        outputs, timings = self.session.add_prompts(pos, frame, prompts)
+        return StepResult(self.session.to_tracking_masks(outputs), dict(timings.stages))
+
+    def step(
+        self, pos: int, frame: np.ndarray | None, prompts: list[Prompt], *, ahead: object = None,
+        keep: bool = False,
+    ) -> StepResult:
+        session = self.session
+        if frame is None:
+            frame = self.frames.get(pos)
+        elif keep:
+            self.frames.offer(pos, frame)
+        features = ahead.features if isinstance(ahead, _Ahead) else None
+        outputs, timings = session.step(pos, frame, prompts, features=features)
+        stages = dict(timings.stages)
+        if isinstance(ahead, _Ahead):  # encoder time spent in the worker, overlapped with the previous frame
+            stages["image_encoder"] = ahead.seconds
+        if self.prompts_first and not session.reverse:
+            self._keep_for_reverse(pos)
+        return StepResult(session.to_tracking_masks(outputs), stages)
+
+    def _keep_for_reverse(self, pos: int) -> None:
+        session = self.session
+        if self.start is None:
+            self.start = min(min(t.cond) for t in session.tracks.values())
+        s = self.start
+        if not (self.loader.config.backward and s > 0 and pos - s < session.max_ptrs - 1):
             return
-        eng = self._engine()
-        pos_of = {tf.frame_idx: i for i, tf in enumerate(frames)}
-        first_prompts = {(p.frame_idx, p.object_id): p for p in prompts if late.get(p.object_id) == p.frame_idx}
-        start_pos = max(pos_of[f] for f in late.values())
-        session = eng.new_session(self.new_policy(), height, width, num_frames=len(frames), reverse=True)
-        for pos in range(start_pos, -1, -1):
-            tf = frames[pos]
-            here = [p.at(pos) for (f, _), p in first_prompts.items() if f == tf.frame_idx]
-            t0 = time.perf_counter()
-            outputs, timings = session.step(pos, cache.get(pos), here)
-            new = [m for m in session.to_tracking_masks(outputs)
-                   if pos < pos_of[late[m.object_id]]]  # frames before the object's first prompt
-            for m in new:
-                tf.masks.append(m)
-                tf.occlusions[m.object_id] = m.occluded
-            tf.masks.sort(key=lambda m: m.object_id)
-            tf.processing_time += time.perf_counter() - t0
-            for k, v in timings.stages.items():
-                tf.timings[f"backward_{k}"] = tf.timings.get(f"backward_{k}", 0.0) + v
-        _apply_revisions(frames, session.final_masks(), lambda pos, oid: pos < pos_of[late[oid]])
+        for oid, track in session.tracks.items():
+            rec = track.non_cond.get(pos)
+            if rec is not None:  # a copy: later pruning drops the original's spatial memory
+                kept = dataclasses.replace(rec)
+                if pos - s >= session.engine.num_maskmem - 1:  # read backward for its pointer only
+                    kept.maskmem_features = None
+                self.seed.setdefault(oid, {})[pos] = kept
+
+    def kept(self, pos: int) -> np.ndarray:
+        return self.frames.get(pos)
+
+    def reverse(self, num_frames: int) -> Sam2Runner:
+        forward = self.session
+        session = forward.engine.new_session(self.loader.new_policy(), forward.height, forward.width,
+                                             num_frames=num_frames, reverse=True)
+        if self.prompts_first:  # Meta's reverse pass runs on the forward pass's state
+            for oid, ftrack in sorted(forward.tracks.items()):
+                session.seed_object(oid, ftrack.cond, self.seed.get(oid, {}))
+        return Sam2Runner(self.loader, session, self.frames, prompts_first=self.prompts_first, owns_frames=False)
+
+    def revisions(self) -> dict[int, list[TrackingMask]]:
+        return self.session.final_masks()
+
+    def close(self) -> None:
+        if self.owns_frames:
+            self.frames.close()
 
 
 def _check_semantics(value: str) -> str:
@@ -428,60 +281,26 @@ def _check_semantics(value: str) -> str:
     return value
 
 
-def _merge(tf: TrackingFrame, masks: list[TrackingMask], seconds: float, stages: dict[str, float]) -> None:
-    """Add one pass's masks and time to a frame that already exists (prompted objects, or the other pass)."""
-    for m in masks:
-        tf.masks.append(m)
-        tf.occlusions[m.object_id] = m.occluded
-    tf.masks.sort(key=lambda m: m.object_id)
-    tf.processing_time += seconds
-    for k, v in stages.items():
-        tf.timings[k] = tf.timings.get(k, 0.0) + v
-
-
-def _apply_revisions(
-    frames: list[TrackingFrame], revised: dict[int, list[TrackingMask]], allowed: Callable[[int, int], bool]
-) -> None:
-    """Replace streamed masks by a session's final ones (session frame index = position in ``frames``)."""
-    for pos, masks in revised.items():
-        tf = frames[pos]
-        for m in masks:
-            if not allowed(pos, m.object_id):
-                continue
-            tf.masks = [x for x in tf.masks if x.object_id != m.object_id] + [m]
-            tf.masks.sort(key=lambda x: x.object_id)
-            tf.occlusions[m.object_id] = m.occluded
-
-
 class _FrameCache:
-    """Frames needed again (by a backward pass, or replayed after the prompts were processed first), spilled
-    to a temporary file (never held in RAM).
+    """Frames a later pass reads again (a backward pass, or replayed after the prompts were processed first),
+    spilled to a temporary file (never held in RAM), by position; kept positions are consecutive."""
 
-    Only source frames ``first .. last`` are kept (``first`` None: from the start); nothing when ``last`` is
-    before the first frame. Positions are those of the processed sequence.
-    """
-
-    def __init__(self, last_source_frame: int, first_source_frame: int | None = None) -> None:
-        self.last = last_source_frame
-        self.first = first_source_frame
+    def __init__(self) -> None:
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._file: Any = None
         self._shape: tuple[int, ...] | None = None
         self._first_pos: int | None = None
         self._count = 0
 
-    def __enter__(self) -> _FrameCache:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
+    def close(self) -> None:
         if self._file is not None:
             self._file.close()
+            self._file = None
         if self._dir is not None:
             self._dir.cleanup()
+            self._dir = None
 
-    def offer(self, pos: int, frame_idx: int, frame: np.ndarray) -> None:
-        if frame_idx > self.last or (self.first is not None and frame_idx < self.first):
-            return
+    def offer(self, pos: int, frame: np.ndarray) -> None:
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="vidtrack-frames-")
             self._file = open(Path(self._dir.name) / "frames.u8", "w+b")  # noqa: SIM115

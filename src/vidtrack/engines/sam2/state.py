@@ -8,9 +8,22 @@ session. Masks are not kept here at all: they are turned into RLE as soon as the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
 
 import torch
+
+
+class FrameNote:
+    """Base of what a memory policy notes beside one record (SAMURAI: the Kalman score that decides whether
+    the frame may enter memory). A policy subclasses it with typed fields."""
+
+
+class PolicyState:
+    """Base of a memory policy's per-object state (one per session and object, never shared). A policy
+    subclasses it with typed fields; ``nbytes`` reports tensors it holds outside the bank (SAM2Long's
+    pathways), so the bound on state size covers them."""
+
+    def nbytes(self) -> int:
+        return 0
 
 
 @dataclass
@@ -27,7 +40,7 @@ class FrameRecord:
     object_score_logit: float
     iou: float  # predicted IoU of the chosen candidate (1.0 for a mask prompt)
     maskmem_features: torch.Tensor | None = None  # (HW, 1, mem_dim) bf16
-    meta: dict[str, Any] = field(default_factory=dict)  # policy metadata (e.g. SAMURAI's kf_score)
+    note: FrameNote | None = None  # what the policy noted (e.g. SAMURAI's Kalman score)
 
     def nbytes(self) -> int:
         n = self.obj_ptr.numel() * self.obj_ptr.element_size()
@@ -43,7 +56,7 @@ class ObjectTrack:
     object_id: int
     cond: dict[int, FrameRecord] = field(default_factory=dict)
     non_cond: dict[int, FrameRecord] = field(default_factory=dict)
-    policy_state: Any = None
+    policy_state: PolicyState = field(default_factory=PolicyState)
     reverse: bool = False
 
     @property
@@ -54,8 +67,7 @@ class ObjectTrack:
         return self.non_cond.get(frame_idx) or self.cond.get(frame_idx)
 
     def nbytes(self) -> int:
-        """Bytes of the bank, plus what the policy state holds when it reports it (``policy_state.nbytes()``:
-        SAM2Long keeps its pathways' memories there rather than in ``non_cond``)."""
+        """Bytes of the bank plus what the policy state holds (SAM2Long keeps its pathways' memories there
+        rather than in ``non_cond``)."""
         n = sum(r.nbytes() for r in self.cond.values()) + sum(r.nbytes() for r in self.non_cond.values())
-        extra = getattr(self.policy_state, "nbytes", None)
-        return n + (int(extra()) if callable(extra) else 0)
+        return n + self.policy_state.nbytes()

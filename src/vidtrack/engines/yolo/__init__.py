@@ -7,13 +7,10 @@ The identity layer (:mod:`.identity`) and the fixture generator (:mod:`.syntheti
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
-
+from vidtrack.catalog import ModelSpec
+from vidtrack.config import TrackingConfig
 from vidtrack.engines.yolo.runtime import missing, ultralytics_available
-
-if TYPE_CHECKING:
-    from vidtrack.api import TrackingConfig, TrackingModelLoader
-    from vidtrack.catalog import ModelSpec
+from vidtrack.tracking import TrackingModelLoader
 
 
 def create_yolo_loader(spec: ModelSpec, config: TrackingConfig) -> TrackingModelLoader:

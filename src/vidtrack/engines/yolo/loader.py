@@ -9,30 +9,21 @@ the chosen classes becomes an object with a fresh id (auto mode).
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from vidtrack.api import (
-    ProgressFn,
-    PromptSchedule,
-    TrackingConfig,
-    TrackingModelLoader,
-    check_prompts,
-    finish_result,
-    first_prompt_frames,
-)
 from vidtrack.catalog import ModelSpec
+from vidtrack.config import TrackingConfig
 from vidtrack.engines.yolo.identity import Detections, IdentityTracker, ObjectState, Patch
 from vidtrack.engines.yolo.masks import unletterbox
 from vidtrack.engines.yolo.options import YoloOptions
 from vidtrack.engines.yolo.runtime import import_ultralytics
 from vidtrack.engines.yolo.synthetic import color_embedding
 from vidtrack.errors import InputError, NotLoadedError, WeightsError
-from vidtrack.sources import FrameSource, open_source
-from vidtrack.types import RLE, Prompt, TrackingFrame, TrackingMask, TrackingResult, rle_encode
+from vidtrack.tracking import Runner, StepResult, TrackingModelLoader
+from vidtrack.types import RLE, Prompt, TrackingFrame, TrackingMask, rle_encode
 
 WEIGHT_SUFFIXES = (".pt", ".onnx", ".torchscript", ".engine", ".yaml", ".yml")
 
@@ -168,112 +159,50 @@ class YoloLoader(TrackingModelLoader):
         self._model()
         return LiveYoloTracker(self, height, width, prompted)
 
-    # --- forward streaming -------------------------------------------------------------------------------
-    def stream(
-        self,
-        source: Any,
-        prompts: Iterable[Prompt] = (),
-        *,
-        stride: int = 1,
-        start: int = 0,
-        end: int | None = None,
-    ) -> Iterator[TrackingFrame]:
-        """Yield each frame as soon as it is processed. Without prompts, every detection is tracked (auto ids)."""
-        self._model()
-        src = open_source(source, stride=stride, start=start, end=end)
-        return self._forward(src, check_prompts(prompts), keep_until=-1, kept=[])
+    # --- the tracking skeleton's hooks (vidtrack.tracking) ----------------------------------------------------
+    requires_prompts = False  # without prompts every detection is tracked (auto ids)
 
-    def _forward(
-        self, src: FrameSource, prompts: list[Prompt], *, keep_until: int, kept: list[Detections]
-    ) -> Iterator[TrackingFrame]:
-        schedule = PromptSchedule(prompts, src)
-        height, width = src.probe_size()
-        tracker = self.new_tracker(height, width, prompted=bool(prompts))
-        empty = rle_encode(np.zeros((height, width), dtype=bool))
-        last = -1
-        try:
-            t_wait = time.perf_counter()
-            for frame_idx, frame in src:
-                decode = time.perf_counter() - t_wait
-                last = frame_idx
-                if frame.shape[:2] != (height, width):
-                    raise InputError(f"frame {frame_idx} of {src.name} is {frame.shape[1]}x{frame.shape[0]}, "
-                                     f"not {width}x{height} like the first frame")
-                here = [p.validate(height, width, source=src.name) for p in schedule.at(frame_idx)]
-                t0 = time.perf_counter()
-                dets = self.detect(frame)
-                t1 = time.perf_counter()
-                states = tracker.step(dets, here)
-                t2 = time.perf_counter()
-                masks = [_to_mask(s, dets, height, width, empty) for s in states]
-                t3 = time.perf_counter()
-                if frame_idx <= keep_until:
-                    kept.append(_light(dets))
-                stages = {"decode": decode, "detect": t1 - t0, "associate": t2 - t1, "encode": t3 - t2}
-                yield TrackingFrame(frame_idx, masks, {m.object_id: m.occluded for m in masks}, t3 - t0, stages)
-                t_wait = time.perf_counter()
-        finally:
-            src.close()
-        if last < 0:
-            raise InputError(f"no frames in {src.name}")
-        schedule.check_all_reached(last)
+    def new_runner(self, height: int, width: int, num_frames: int | None, *, prompted: bool,
+                   prompts_first: bool) -> YoloRunner:
+        return YoloRunner(self, self.new_tracker(height, width, prompted), height, width, {})
 
-    # --- whole video -------------------------------------------------------------------------------------
-    def track_video(
-        self,
-        source: Any,
-        prompts: Iterable[Prompt] = (),
-        *,
-        stride: int = 1,
-        start: int = 0,
-        end: int | None = None,
-        progress: ProgressFn | None = None,
-    ) -> TrackingResult:
-        """Track a whole video. Objects first prompted after the first frame are also followed backward (over
-        the detections already computed; the detector is not run twice) when ``config.backward`` is set."""
-        self._model()
-        started = time.perf_counter()
-        plist = check_prompts(prompts)
-        src = open_source(source, stride=stride, start=start, end=end)
-        height, width = src.probe_size()
-        first = first_prompt_frames(plist)
-        late = {o: f for o, f in first.items() if f > start} if self.config.backward else {}
-        kept: list[Detections] = []
-        frames: list[TrackingFrame] = []
-        for tf in self._forward(src, plist, keep_until=max(late.values(), default=-1), kept=kept):
-            frames.append(tf)
-            if progress is not None:
-                progress(tf)
-        if late:
-            self._backward(frames, kept, plist, late, height, width)
-        return finish_result(frames, width, height, self.name, started, backend="ultralytics",
-                             mode="prompted" if plist else "auto", backward=bool(late),
-                             options=dict(vars(self.options)), class_names=self.class_names)
+    def result_metadata(self, prompts: list[Prompt], backward: bool) -> dict[str, Any]:
+        return {"backend": "ultralytics", "mode": "prompted" if prompts else "auto", "backward": backward,
+                "options": dict(vars(self.options)), "class_names": self.class_names}
 
-    def _backward(
-        self, frames: list[TrackingFrame], kept: list[Detections], prompts: list[Prompt], late: dict[int, int],
-        height: int, width: int,
-    ) -> None:
-        """Run the identity layer in reverse from each late object's first prompt to the first frame."""
-        pos_of = {tf.frame_idx: i for i, tf in enumerate(frames)}
-        firsts = [p for p in prompts if late.get(p.object_id) == p.frame_idx]
-        start_pos = max(pos_of[f] for f in late.values())
-        tracker = self.new_tracker(height, width, prompted=True)
-        empty = rle_encode(np.zeros((height, width), dtype=bool))
-        for pos in range(start_pos, -1, -1):
-            tf = frames[pos]
-            here = [p.validate(height, width) for p in firsts if p.frame_idx == tf.frame_idx]
-            t0 = time.perf_counter()
-            dets = kept[pos]
-            for s in tracker.step(dets, here):
-                if pos < pos_of[late[s.object_id]]:
-                    m = _to_mask(s, dets, height, width, empty)
-                    tf.masks.append(m)
-                    tf.occlusions[m.object_id] = m.occluded
-            tf.masks.sort(key=lambda m: m.object_id)
-            dt = time.perf_counter() - t0
-            tf.processing_time += dt
-            tf.timings["backward_associate"] = tf.timings.get("backward_associate", 0.0) + dt
+
+class YoloRunner(Runner):
+    """Detection plus the identity layer, frame by frame. Frames a backward pass revisits keep their
+    detections (without full-frame masks): the backward pass re-runs association only, never the detector."""
+
+    def __init__(self, loader: YoloLoader, tracker: IdentityTracker, height: int, width: int,
+                 kept: dict[int, Detections]) -> None:
+        self.loader = loader
+        self.tracker = tracker
+        self.height, self.width = height, width
+        self.detections = kept
+        self._empty = rle_encode(np.zeros((height, width), dtype=bool))
+
+    def step(
+        self, pos: int, frame: np.ndarray | None, prompts: list[Prompt], *, ahead: object = None,
+        keep: bool = False,
+    ) -> StepResult:
+        t0 = time.perf_counter()
+        dets = self.detections[pos] if frame is None else self.loader.detect(frame)
+        t1 = time.perf_counter()
+        states = self.tracker.step(dets, prompts)
+        t2 = time.perf_counter()
+        masks = [_to_mask(s, dets, self.height, self.width, self._empty) for s in states]
+        t3 = time.perf_counter()
+        if keep:
+            self.detections[pos] = _light(dets)
+        if frame is None:  # a revisited frame: association only
+            return StepResult(masks, {"associate": t3 - t0})
+        return StepResult(masks, {"detect": t1 - t0, "associate": t2 - t1, "encode": t3 - t2})
+
+    def reverse(self, num_frames: int) -> YoloRunner:
+        tracker = self.loader.new_tracker(self.height, self.width, prompted=True)
+        return YoloRunner(self.loader, tracker, self.height, self.width, self.detections)
 
 
 class LiveYoloTracker:
@@ -320,4 +249,4 @@ def _to_mask(s: ObjectState, dets: Detections, height: int, width: int, empty: R
     return TrackingMask(rle=dict(empty), confidence=0.0, object_id=s.object_id, visibility=0.0, occluded=True)
 
 
-__all__ = ["LiveYoloTracker", "Patch", "YoloLoader", "resolve_weights"]
+__all__ = ["LiveYoloTracker", "Patch", "YoloLoader", "YoloRunner", "resolve_weights"]
