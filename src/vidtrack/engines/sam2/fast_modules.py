@@ -1,0 +1,305 @@
+"""Faster drop-in forwards for the transformers SAM 2 modules the engine calls every frame.
+
+transformers' ``Sam2VideoModel`` computes the same function as Meta's ``SAM2Base`` but does more work per
+frame on a CPU (issue 17: vidtrack cost 1.05-1.09x Meta's predictor; an op count showed the causes):
+
+* **Hiera attention** (``Sam2MultiScaleAttention``) computes ``softmax(q @ k^T)`` of every window and then
+  throws it away (the output comes from the attention interface after it): one small batched matmul and a
+  softmax per block and frame, 12 per frame in hiera-tiny, none of which reaches the output.
+* **Sine position encodings** of the FPN levels and of memories are rebuilt on every call (``arange``,
+  ``sin``/``cos``, ``stack``, ``cat``): transformers caches one shape only (``lru_cache(maxsize=1)``) and the
+  neck asks for three shapes in turn, so the cache never hits.
+* **Memory attention** rebuilds its RoPE tables (``cos``/``sin`` of the position grid) every frame, repeats
+  them for the keys of every memory frame in every layer, rotates with ``neg`` + ``stack`` + ``cat`` passes
+  over the (up to 29k x 256) keys, and adds the memory position encodings to the keys once per layer.
+
+The classes below subclass those modules and change only *how* the same values are computed: tables that do
+not change between frames are built once and cached per shape; attention calls
+``torch.nn.functional.scaled_dot_product_attention`` directly; RoPE rotates channel pairs by one complex
+product, as Meta's ``apply_rotary_enc`` does (transformers spends five passes over the keys on it); the keys'
+``memory + position`` sum is formed once for all layers. The image encoder, position encodings and memory
+encoder are bit-identical to the replaced modules; memory attention equals them to float rounding (the RoPE
+product rounds like Meta's, not like transformers'): tests/test_fast_modules.py, and the parity tests against
+Meta's predictor run on these modules.
+
+:func:`install_fast_modules` swaps the classes of the model's own module instances (weights untouched); the
+transformers package itself is never patched, and a model without the call runs the stock code.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+from transformers.models.sam2.modeling_sam2 import (
+    Sam2HieraDetModel,
+    Sam2MultiScaleAttention,
+    Sam2SinePositionEmbedding,
+    do_pool,
+)
+from transformers.models.sam2_video.modeling_sam2_video import (
+    Sam2VideoMemoryAttention,
+    Sam2VideoPositionEmbeddingSine,
+    Sam2VideoRoPEAttention,
+)
+
+
+def _fresh() -> Any:
+    """A context that makes cached tables ordinary tensors (not inference tensors), so a table built under
+    ``torch.inference_mode`` can later be used in a plain ``no_grad`` or autograd context."""
+    return torch.inference_mode(False)
+
+
+# --- Hiera attention --------------------------------------------------------------------------------------
+
+class FastMultiScaleAttention(Sam2MultiScaleAttention):
+    """``Sam2MultiScaleAttention`` without its unused ``softmax(q @ k^T)``; SDPA called directly.
+
+    Same projections, query pooling and attention call (transformers' SDPA interface calls the same
+    ``scaled_dot_product_attention`` with the same arguments), so the output is bit-identical."""
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        batch_size, height, width, _ = hidden_states.shape
+        qkv = self.qkv(hidden_states).reshape(batch_size, height * width, 3, self.num_attention_heads, -1)
+        query, key, value = torch.unbind(qkv, 2)
+        if self.query_stride:
+            query = do_pool(query.reshape(batch_size, height, width, -1), self.query_stride)  # type: ignore[arg-type]
+            height, width = query.shape[1:3]
+            query = query.reshape(batch_size, height * width, self.num_attention_heads, -1)
+        out = F.scaled_dot_product_attention(
+            query.transpose(1, 2), key.transpose(1, 2), value.transpose(1, 2), scale=self.scale
+        )
+        out = out.transpose(1, 2).contiguous().reshape(batch_size, height, width, -1)
+        return self.proj(out)
+
+
+class CachedPosEmbedHiera(Sam2HieraDetModel):
+    """Hiera with its input position embedding (the background grid interpolated bicubically to the patch grid,
+    plus the tiled window embedding) computed once per grid, stored channels-last contiguous, and recomputed
+    only when the two parameters change (their version counters and storage are part of the cache key)."""
+
+    def _get_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
+        if torch.is_grad_enabled():  # training: the embedding must stay in the graph
+            return super()._get_pos_embed(hw)
+        p, w = self.pos_embed, self.pos_embed_window
+        key = (tuple(hw), str(p.device), p.dtype, p._version, w._version, p.data_ptr(), w.data_ptr())
+        cached = self.__dict__.get("_pos_cache")
+        if cached is None or cached[0] != key:
+            with _fresh(), torch.no_grad():
+                pe = super()._get_pos_embed(hw).contiguous()
+            cached = (key, pe)
+            self.__dict__["_pos_cache"] = cached
+        return cached[1]
+
+
+# --- sine position encodings ---------------------------------------------------------------------------------
+
+class CachedSinePositionEmbedding(Sam2SinePositionEmbedding):
+    """The FPN levels' sine encoding, computed once per (shape, device, dtype) by the stock function."""
+
+    def forward(self, shape: torch.Size, device: Any, dtype: torch.dtype, mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        if mask is not None:
+            return super().forward(shape, device, dtype, mask)
+        cache: dict[tuple[Any, ...], torch.Tensor] = self.__dict__.setdefault("_pe_cache", {})
+        key = (tuple(shape), str(device), dtype)
+        pe = cache.get(key)
+        if pe is None:
+            with _fresh():
+                pe = super().forward(shape, device, dtype).contiguous()
+            cache[key] = pe
+        return pe
+
+
+class CachedVideoSinePositionEmbedding(Sam2VideoPositionEmbeddingSine):
+    """The memories' sine encoding (memory encoder), computed once per (shape, device, dtype)."""
+
+    def forward(self, shape: torch.Size, device: Any, dtype: torch.dtype, mask: torch.Tensor | None = None
+                ) -> torch.Tensor:
+        if mask is not None:
+            return super().forward(shape, device, dtype, mask)
+        cache: dict[tuple[Any, ...], torch.Tensor] = self.__dict__.setdefault("_pe_cache", {})
+        key = (tuple(shape), str(device), dtype)
+        pe = cache.get(key)
+        if pe is None:
+            with _fresh():
+                pe = super().forward(shape, device, dtype).contiguous()
+            cache[key] = pe
+        return pe
+
+
+# --- memory attention ---------------------------------------------------------------------------------------
+
+class RopeTables:
+    """RoPE tables of one query grid as complex rotations ``cos + i sin`` (1, L, d/2), and their repeats for the
+    keys of several memory frames, built once.
+
+    transformers' tables repeat every angle twice (``repeat_interleave(2)``) and rotate with
+    ``x * cos + rotate_pairwise(x) * sin``; the pair (x0, x1) -> (x0 cos - x1 sin, x1 cos + x0 sin) is one
+    complex product, which is how Meta's ``apply_rotary_enc`` computes it (``torch.view_as_complex``): one
+    fused pass instead of five, equal to transformers' to float rounding (<= 1e-6 here)."""
+
+    def __init__(self, cos: torch.Tensor, sin: torch.Tensor) -> None:
+        with _fresh():
+            self.freqs = torch.complex(cos[..., 0::2].float(), sin[..., 0::2].float()).contiguous()
+        self._repeats: dict[int, torch.Tensor] = {1: self.freqs}
+
+    @property
+    def length(self) -> int:
+        return int(self.freqs.shape[-2])
+
+    def for_keys(self, n: int) -> torch.Tensor:
+        """Rotations for ``n`` rotated keys (a whole number of memory frames, one grid each), cached."""
+        r, rest = divmod(n, self.length)
+        if rest:
+            raise ValueError(f"{n} rotated keys are not a whole number of {self.length}-token memory frames")
+        freqs = self._repeats.get(r)
+        if freqs is None:
+            with _fresh():
+                freqs = self.freqs.repeat(1, r, 1)
+            self._repeats[r] = freqs
+        return freqs
+
+
+def _rotate(x: torch.Tensor, freqs: torch.Tensor, out: torch.Tensor | None = None) -> torch.Tensor:
+    """Rotate channel pairs of ``x`` (..., L, d) by ``freqs`` (1, L, d/2) in float32 (transformers and Meta
+    upcast), into ``out`` (float32, same shape) if given."""
+    if x.device.type not in ("cpu", "cuda"):  # no complex kernels (MPS): transformers' real formula
+        cos = torch.view_as_real(freqs)[..., 0].repeat_interleave(2, dim=-1)
+        sin = torch.view_as_real(freqs)[..., 1].repeat_interleave(2, dim=-1)
+        xf = x.float()
+        pairs = xf.unflatten(-1, (-1, 2))
+        rot = torch.stack((-pairs[..., 1], pairs[..., 0]), dim=-1).flatten(-2)
+        res = xf * cos + rot * sin
+        return res if out is None else out.copy_(res)
+    xc = torch.view_as_complex(x.float().unflatten(-1, (-1, 2)).contiguous())
+    if out is None:
+        return torch.view_as_real(xc * freqs).flatten(-2)
+    torch.mul(xc, freqs, out=torch.view_as_complex(out.unflatten(-1, (-1, 2))))
+    return out
+
+
+class FastRoPEAttention(Sam2VideoRoPEAttention):
+    """``Sam2VideoRoPEAttention`` with cached complex RoPE tables and SDPA called directly.
+
+    ``position_embeddings`` is a :class:`RopeTables` (fast path) or transformers' ``(cos, sin)`` pair (any
+    other caller, e.g. the key-weighted memory attention of SAM2Long)."""
+
+    def forward(  # type: ignore[override]
+        self,
+        query: torch.Tensor,
+        key: torch.Tensor,
+        value: torch.Tensor,
+        position_embeddings: RopeTables | tuple[torch.Tensor, torch.Tensor],
+        num_k_exclude_rope: int = 0,
+        **kwargs: Any,
+    ) -> tuple[torch.Tensor, None]:
+        tables = position_embeddings if isinstance(position_embeddings, RopeTables) else RopeTables(
+            *position_embeddings)
+        batch_size, point_batch_size = query.shape[:2]
+        new_shape = (batch_size * point_batch_size, -1, self.num_attention_heads, self.head_dim)
+        q = self.q_proj(query).view(*new_shape).transpose(1, 2)
+        k = self.k_proj(key).view(*new_shape).transpose(1, 2)
+        v = self.v_proj(value).view(*new_shape).transpose(1, 2)
+
+        q = _rotate(q, tables.freqs).type_as(q)
+        n_rot = k.shape[-2] - num_k_exclude_rope
+        if n_rot > 0:
+            freqs_k = tables.for_keys(n_rot) if self.rope_k_repeat and n_rot != q.shape[-2] else tables.freqs
+            k_out = torch.empty(k.shape, dtype=torch.float32, device=k.device)
+            _rotate(k[..., :n_rot, :], freqs_k, out=k_out[..., :n_rot, :])
+            if num_k_exclude_rope:
+                k_out[..., n_rot:, :] = k[..., n_rot:, :]
+            k = k_out.to(k.dtype)
+        dropout = self.dropout_p if self.training else 0.0
+        out = F.scaled_dot_product_attention(q, k, v, dropout_p=dropout, scale=self.scaling)
+        out = out.transpose(1, 2).contiguous().reshape(
+            batch_size, point_batch_size, -1, self.num_attention_heads * self.head_dim)
+        return self.o_proj(out), None
+
+
+class FastMemoryAttention(Sam2VideoMemoryAttention):
+    """``Sam2VideoMemoryAttention`` with the RoPE tables built once per query grid, and the keys' ``memory +
+    position`` formed once for all layers (transformers forms it in every layer)."""
+
+    def rope_tables(self, device: torch.device) -> RopeTables:
+        cache: dict[str, RopeTables] = self.__dict__.setdefault("_rope_cache", {})
+        tables = cache.get(str(device))
+        if tables is None:
+            with _fresh(), torch.no_grad():
+                pos = self.position_ids.to(device)
+                cos, sin = self.rotary_emb(torch.empty(0, device=device), pos)
+            tables = RopeTables(cos, sin)
+            cache[str(device)] = tables
+        return tables
+
+    def forward(
+        self,
+        current_vision_features: torch.Tensor,
+        memory: torch.Tensor,
+        current_vision_position_embeddings: torch.Tensor | None = None,
+        memory_posision_embeddings: torch.Tensor | None = None,
+        num_object_pointer_tokens: int = 0,
+    ) -> torch.Tensor:
+        output = current_vision_features
+        if current_vision_position_embeddings is not None:
+            output = output + 0.1 * current_vision_position_embeddings
+        output = output.transpose(0, 1)
+        memory = memory.transpose(0, 1).unsqueeze(1)
+        assert memory_posision_embeddings is not None
+        keys = memory + memory_posision_embeddings.transpose(0, 1).unsqueeze(1)
+        tables = self.rope_tables(output.device)
+        layers: list[Any] = list(self.layers)
+        for layer in layers:
+            queries = output.unsqueeze(1) if output.ndim == 3 else output
+            q = layer.layer_norm1(queries)
+            q, _ = layer.self_attn(query=q, key=q, value=q, position_embeddings=tables)
+            queries = queries + layer.dropout1(q)
+            q = layer.layer_norm2(queries)
+            q, _ = layer.cross_attn_image(query=q, key=keys, value=memory, position_embeddings=tables,
+                                          num_k_exclude_rope=num_object_pointer_tokens)
+            queries = queries + layer.dropout2(q)
+            q = layer.layer_norm3(queries)
+            q = layer.linear2(layer.dropout(layer.activation(layer.linear1(q))))
+            output = queries + layer.dropout3(q)
+        return self.layer_norm(output).transpose(0, 1)
+
+
+# --- the seam ------------------------------------------------------------------------------------------------
+
+_SWAPS: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = (
+    (Sam2HieraDetModel, CachedPosEmbedHiera),
+    (Sam2MultiScaleAttention, FastMultiScaleAttention),
+    (Sam2SinePositionEmbedding, CachedSinePositionEmbedding),
+    (Sam2VideoPositionEmbeddingSine, CachedVideoSinePositionEmbedding),
+    (Sam2VideoRoPEAttention, FastRoPEAttention),
+    (Sam2VideoMemoryAttention, FastMemoryAttention),
+)
+
+
+def install_fast_modules(model: nn.Module) -> int:
+    """Give every module of ``model`` that has a faster subclass above that class, in place (parameters,
+    buffers and configuration are the instance's own and stay as they are). Returns how many were swapped;
+    idempotent. Exact-type matches only, so a module already replaced or customised is left alone."""
+    swaps = dict(_SWAPS)
+    n = 0
+    for module in model.modules():
+        fast = swaps.get(type(module))
+        if fast is not None:
+            module.__class__ = fast
+            n += 1
+    return n
+
+
+def restore_stock_modules(model: nn.Module) -> int:
+    """Undo :func:`install_fast_modules` (for before/after measurements in one process). Returns how many."""
+    stock = {fast: orig for orig, fast in _SWAPS}
+    n = 0
+    for module in model.modules():
+        orig = stock.get(type(module))
+        if orig is not None:
+            module.__class__ = orig
+            n += 1
+    return n
