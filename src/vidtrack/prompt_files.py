@@ -12,26 +12,16 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-from PIL import Image
 
 from vidtrack.errors import InputError
+from vidtrack.label_png import label_masks, read_label_png
 from vidtrack.types import Prompt, rle_decode
 
 
 def read_mask_png(path: str | Path) -> dict[int, np.ndarray]:
-    """object id -> boolean mask. Palette (mode P) PNGs give one mask per non-zero index except 255."""
-    p = Path(path)
-    try:
-        img = Image.open(p)
-        img.load()
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read mask {p}: {e}") from None
-    if img.mode == "P":
-        arr = np.asarray(img)
-        ids = [int(i) for i in np.unique(arr) if i not in (0, 255)]
-        return {i: arr == i for i in ids}
-    arr = np.asarray(img.convert("L"))
-    return {1: arr > 0} if arr.any() else {}
+    """object id -> boolean mask. Palette (mode P) PNGs give one mask per non-zero index except 255 (void);
+    any other PNG is one object, id 1 (rules: :mod:`vidtrack.label_png`)."""
+    return label_masks(read_label_png(path, non_palette="one-object"))
 
 
 def frame_from_filename(path: str | Path) -> int | None:

@@ -1,11 +1,11 @@
 """Small readers and writers for evaluation data: DAVIS palette PNGs, SA-V per-object PNGs, box text files.
 
-* A **label PNG** is one frame of a DAVIS-style folder: pixel value = object id, 0 = background. Palette
-  (``P``) PNGs are read as their indices. DAVIS-2016 ground truth is 8-bit greyscale with 0/255, where 255 is
-  *the object* (not void): an ``L`` image whose only values are 0 and 255 is read as ids 0/1 (reference note
-  §1.1: davis2017 misreads these as all-void). Other ``L``/``I;16`` images are read as ids. RGB images are
-  refused: colours are not ids.
-* A **per-object PNG** (SA-V ``<video>/<obj>/<frame>.png``) is binary: every non-zero pixel is the object.
+* A **label PNG** is one frame of a DAVIS-style folder: pixel value = object id, 0 = background, read by
+  :func:`vidtrack.label_png.read_label_png` with ``non_palette="ids"``: palette (``P``) PNGs as their indices;
+  DAVIS-2016 ground truth (8-bit greyscale 0/255, where 255 is *the object*, not void) as ids 0/1; other
+  ``L``/``I;16`` images as ids; colour images refused (colours are not ids). See docs/EVALUATION.md.
+* A **per-object PNG** (SA-V ``<video>/<obj>/<frame>.png``) is binary: every non-zero pixel is the object
+  (:func:`vidtrack.label_png.read_object_png`).
 * Written label PNGs use the DAVIS/PASCAL-VOC palette; overlapping masks are resolved with the lowest id on
   top, as SAM 2's ``vos_inference.py`` does (it paints ids in descending order).
 * **Box files** hold one ``x,y,w,h`` row per frame, separated by commas, tabs or spaces (OTB mixes them).
@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import re
 from collections.abc import Mapping
-from functools import cache
 from pathlib import Path
 
 import numpy as np
@@ -24,6 +23,7 @@ from PIL import Image
 from vidtrack.errors import InputError
 from vidtrack.export.atomic import atomic_write
 from vidtrack.export.base import davis_palette  # one palette for writing and scoring
+from vidtrack.label_png import read_label_png, read_object_png  # the one mask-PNG reader, re-exported
 
 __all__ = [
     "compose_labels",
@@ -35,45 +35,6 @@ __all__ = [
     "write_boxes",
     "write_label_png",
 ]
-
-
-@cache
-def _open(path: Path) -> Image.Image:
-    try:
-        img = Image.open(path)
-        img.load()
-    except FileNotFoundError:
-        raise InputError(f"mask file not found: {path}") from None
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read mask {path}: {e}") from None
-    return img
-
-
-def read_label_png(path: str | Path) -> np.ndarray:
-    """A label map (uint8 or int32) from a palette/greyscale/16-bit PNG; see the module docstring."""
-    p = Path(path)
-    img = _open(p)
-    if img.mode in ("P", "1"):
-        return np.asarray(img).astype(np.uint8)
-    if img.mode == "L":
-        arr = np.asarray(img)
-        values = np.flatnonzero(np.bincount(arr.ravel(), minlength=256))
-        if values.size and set(values.tolist()) <= {0, 255} and 255 in values:
-            return (arr == 255).astype(np.uint8)  # DAVIS-2016 binary ground truth: 255 is the object
-        return arr
-    if img.mode in ("I", "I;16", "I;16B", "I;16L"):
-        return np.asarray(img).astype(np.int32)
-    raise InputError(
-        f"{p} is a {img.mode} image; label masks must be palette (P) or greyscale PNGs whose values are object ids "
-        "(convert colour masks to a palette PNG)"
-    )
-
-
-def read_object_png(path: str | Path) -> np.ndarray:
-    """A binary mask (every non-zero pixel) from a per-object PNG of any mode."""
-    img = _open(Path(path))
-    arr = np.asarray(img)
-    return np.asarray(arr.any(axis=-1) if arr.ndim == 3 else arr > 0, dtype=bool)
 
 
 def compose_labels(masks: Mapping[int, np.ndarray], shape: tuple[int, int]) -> np.ndarray:

@@ -29,16 +29,15 @@ import re
 from pathlib import Path
 
 import numpy as np
-from PIL import Image
 
 from vidtrack.errors import InputError
 from vidtrack.export.atomic import AtomicDir, only_entries
 from vidtrack.export.base import IdMapper, Writer, check_overlap, frame_file_stem, label_map, save_palette_png
+from vidtrack.label_png import VOID, read_label_png, read_object_png
 from vidtrack.sources import natural_sort_key
 from vidtrack.types import TrackingFrame, TrackingMask, TrackingResult
 
 ID_MAP_FILE = "object_ids.json"
-VOID = 255
 
 
 def _is_davis_dir(p: Path) -> bool:
@@ -134,15 +133,6 @@ class SavPngWriter(Writer):
 # ---------------------------------------------------------------------------------------------------------
 
 
-def _open_png(path: Path) -> Image.Image:
-    try:
-        img = Image.open(path)
-        img.load()
-    except (OSError, ValueError) as e:
-        raise InputError(f"cannot read mask {path}: {e}") from None
-    return img
-
-
 def _png_files(folder: Path, what: str) -> list[Path]:
     if not folder.is_dir():
         raise InputError(f"{what} folder {folder} not found")
@@ -164,7 +154,8 @@ def read_davis_png(path: str | Path, *, void: int | None = VOID) -> TrackingResu
     Palette (``P``) PNGs give one object per non-zero index except ``void`` (255; pass ``void=None`` to keep
     it as an object). With ``object_ids.json`` (written by ``remap_ids``) indices map back to the original ids
     and every mapped index is an object. Greyscale/RGB PNGs (DAVIS-2016 0/255 masks) are one object, id 1:
-    every non-zero pixel. Frame indices come from numeric file names.
+    every non-zero pixel (:mod:`vidtrack.label_png`). All files must have one size. Frame indices come from
+    numeric file names.
     """
     folder = Path(path)
     files = _png_files(folder, "DAVIS PNG")
@@ -179,13 +170,9 @@ def read_davis_png(path: str | Path, *, void: int | None = VOID) -> TrackingResu
     size: tuple[int, int] | None = None
     frames = []
     for idx, file in zip(_frame_indices([p.stem for p in files]), files, strict=True):
-        img = _open_png(file)
         # palette: indices; greyscale/RGB (DAVIS-2016 0/255): one object
-        arr = np.asarray(img) if img.mode == "P" else (np.asarray(img.convert("L")) > 0).view(np.uint8)
-        if size is None:
-            size = arr.shape
-        elif arr.shape != size:
-            raise InputError(f"{file} is {arr.shape[1]}x{arr.shape[0]} but earlier masks are {size[1]}x{size[0]}")
+        arr = read_label_png(file, non_palette="one-object", size=size, size_of="earlier masks")
+        size = arr.shape
         masks = []
         for label in np.unique(arr).tolist():
             if label == 0:
@@ -224,13 +211,9 @@ def read_sav_png(path: str | Path) -> TrackingResult:
             file = files.get(stem)
             if file is None:
                 continue
-            img = _open_png(file)
-            arr = np.asarray(img) if img.mode in ("P", "L", "1") else np.asarray(img.convert("L"))
-            if size is None:
-                size = arr.shape
-            elif arr.shape != size:
-                raise InputError(f"{file} is {arr.shape[1]}x{arr.shape[0]} but other masks are {size[1]}x{size[0]}")
-            masks.append(TrackingMask(arr > 0, 1.0, oid))
+            mask = read_object_png(file, size=size)
+            size = mask.shape
+            masks.append(TrackingMask(mask, 1.0, oid))
         frames.append(TrackingFrame(idx, masks, {m.object_id: False for m in masks}))
     if size is None:
         raise InputError(f"no PNG files under {folder}")
