@@ -3,9 +3,10 @@
 transformers' ``Sam2VideoModel`` computes the same function as Meta's ``SAM2Base`` but does more work per
 frame on a CPU (issue 17: vidtrack cost 1.05-1.09x Meta's predictor; an op count showed the causes):
 
-* **Hiera attention** (``Sam2MultiScaleAttention``) computes ``softmax(q @ k^T)`` of every window and then
-  throws it away (the output comes from the attention interface after it): one small batched matmul and a
-  softmax per block and frame, 12 per frame in hiera-tiny, none of which reaches the output.
+* **Hiera blocks** pad every map before cutting it into windows, also when no padding is needed (a full
+  copy per block), and their attention (``Sam2MultiScaleAttention``) computes ``softmax(q @ k^T)`` of every
+  window and then throws it away (the output comes from the attention interface after it): one small batched
+  matmul and a softmax per block and frame, 12 per frame in hiera-tiny, none of which reaches the output.
 * **Sine position encodings** of the FPN levels and of memories are rebuilt on every call (``arange``,
   ``sin``/``cos``, ``stack``, ``cat``): transformers caches one shape only (``lru_cache(maxsize=1)``) and the
   neck asks for three shapes in turn, so the cache never hits.
@@ -36,8 +37,11 @@ from torch import nn
 from transformers.models.sam2.modeling_sam2 import (
     Sam2HieraDetModel,
     Sam2MultiScaleAttention,
+    Sam2MultiScaleBlock,
     Sam2SinePositionEmbedding,
     do_pool,
+    window_partition,
+    window_unpartition,
 )
 from transformers.models.sam2_video.modeling_sam2_video import (
     Sam2VideoMemoryAttention,
@@ -73,6 +77,39 @@ class FastMultiScaleAttention(Sam2MultiScaleAttention):
         )
         out = out.transpose(1, 2).contiguous().reshape(batch_size, height, width, -1)
         return self.proj(out)
+
+
+def _window_partition(x: torch.Tensor, window: int) -> tuple[torch.Tensor, tuple[int, int]]:
+    """transformers' ``window_partition`` without its ``F.pad`` when nothing needs padding (a pad of zero still
+    copies the whole map: 5 ms a block at 1024 px); the same windows otherwise."""
+    b, h, w, c = x.shape
+    if h % window or w % window:
+        return window_partition(x, window)
+    x = x.view(b, h // window, window, w // window, window, c)
+    return x.permute(0, 1, 3, 2, 4, 5).contiguous().view(-1, window, window, c), (h, w)
+
+
+class FastMultiScaleBlock(Sam2MultiScaleBlock):
+    """``Sam2MultiScaleBlock.forward`` with :func:`_window_partition`; otherwise the same operations."""
+
+    def forward(self, hidden_states: torch.Tensor, **kwargs: Any) -> torch.Tensor:
+        residual = hidden_states
+        hidden_states = self.layer_norm1(hidden_states)
+        if self.dim != self.dim_out:
+            residual = do_pool(self.proj(hidden_states), self.query_stride)  # type: ignore[arg-type]
+        window_size = self.window_size
+        if window_size > 0:
+            height, width = hidden_states.shape[1], hidden_states.shape[2]
+            hidden_states, pad_hw = _window_partition(hidden_states, window_size)
+        hidden_states = self.attn(hidden_states=hidden_states, **kwargs)
+        if self.query_stride:
+            window_size = self.window_size // self.query_stride[0]  # type: ignore[index]
+            height, width = residual.shape[1:3]
+            pad_hw = (height + (-height) % window_size, width + (-width) % window_size)
+        if self.window_size > 0:
+            hidden_states = window_unpartition(hidden_states, window_size, pad_hw, (height, width))
+        hidden_states = residual + hidden_states
+        return hidden_states + self.mlp(self.layer_norm2(hidden_states))
 
 
 class CachedPosEmbedHiera(Sam2HieraDetModel):
@@ -272,6 +309,7 @@ class FastMemoryAttention(Sam2VideoMemoryAttention):
 _SWAPS: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = (
     (Sam2HieraDetModel, CachedPosEmbedHiera),
     (Sam2MultiScaleAttention, FastMultiScaleAttention),
+    (Sam2MultiScaleBlock, FastMultiScaleBlock),
     (Sam2SinePositionEmbedding, CachedSinePositionEmbedding),
     (Sam2VideoPositionEmbeddingSine, CachedVideoSinePositionEmbedding),
     (Sam2VideoRoPEAttention, FastRoPEAttention),
