@@ -81,6 +81,21 @@ def with_image_size(config: Sam2VideoConfig, image_size: int) -> Sam2VideoConfig
     return Sam2VideoConfig.from_dict(d)
 
 
+def check_image_size(image_size: int | None, model: Any = None) -> None:
+    """``TrackingConfig.image_size``: None, or a multiple of 32 from 64 on (the Hiera trunk downsamples by 4
+    in its patch embedding and by 2 at each of its three later stages); with an already-built ``model`` it must
+    be that model's size (a built model's position encodings are fixed)."""
+    from vidtrack.errors import InputError
+
+    if image_size is None:
+        return
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 64 or image_size % 32:
+        raise InputError(f"image size must be a multiple of 32 from 64 on (e.g. 512 or 1024); got {image_size!r}")
+    if model is not None and int(model.config.image_size) != image_size:
+        raise InputError(f"image size {image_size} was asked for but the model given is built for "
+                         f"{int(model.config.image_size)} px; build it at that size or leave image_size unset")
+
+
 def tiny_test_config(image_size: int = 128) -> Sam2VideoConfig:
     """A 1.4 M-parameter SAM 2.1-shaped config for tests and speed-only benchmarks (64-256 px).
 
@@ -389,6 +404,29 @@ def _first_line(e: BaseException) -> str:
     return f"{type(e).__name__}: {text.splitlines()[0][:200]}" if text else type(e).__name__
 
 
+def _torch_load(path: Path) -> Any:
+    """``torch.load`` memory-mapped when the file allows it (zip format, what ``torch.save`` writes since 1.6):
+    the tensors then live in the page cache, shared by every process that loads the same file and never
+    copied into the process's own memory; legacy files are read normally."""
+    try:
+        return torch.load(str(path), map_location="cpu", weights_only=True, mmap=True)
+    except RuntimeError as e:
+        if "mmap" not in str(e) and "zip" not in str(e):
+            raise
+        return torch.load(str(path), map_location="cpu", weights_only=True)
+
+
+def build_empty(config: Sam2VideoConfig) -> Sam2VideoModel:
+    """A ``Sam2VideoModel`` whose parameters are allocated but not initialised (transformers'
+    ``no_init_weights``: the random draws and ``init_weights`` are skipped, and untouched allocations cost no
+    memory), for weights assigned right after. Buffers computed in the constructors (RoPE frequencies, position
+    ids) are built as usual; persistent ones must come with the weights (strict loading checks it)."""
+    from transformers.initialization import no_init_weights
+
+    with no_init_weights():
+        return Sam2VideoModel(config)
+
+
 def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     try:
         if path.suffix == ".safetensors":
@@ -396,7 +434,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             sd: Any = load_file(str(path))
         else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            sd = _torch_load(path)
     except Exception as e:  # torch/safetensors raise many types for a bad file
         raise WeightsError(f"cannot read checkpoint {path}: {_first_line(e)}; "
                            "is it a SAM 2.1 .pt/.safetensors file?") from None
@@ -414,12 +452,15 @@ def sidecar_model_config(checkpoint: str | Path) -> Path | None:
     return p if p.is_file() else None
 
 
-def load_meta_checkpoint(path: str | Path, model_config: str | Path | None = None) -> Sam2VideoModel:
+def load_meta_checkpoint(
+    path: str | Path, model_config: str | Path | None = None, image_size: int | None = None
+) -> Sam2VideoModel:
     """Build a ``Sam2VideoModel`` from a Meta ``.pt`` / ``.safetensors`` file (original keys) of any size.
 
     The architecture comes from the weights and, for what they do not record (heads, global-attention blocks,
     windows, input size), from Meta's yaml ``model_config``, else from ``<checkpoint>.yaml`` beside the file,
-    else from the released size of the same shape (see :func:`meta_checkpoint_config`).
+    else from the released size of the same shape (see :func:`meta_checkpoint_config`). ``image_size``
+    overrides the input size (:func:`with_image_size`).
     """
     p = Path(path)
     if not p.is_file():
@@ -429,11 +470,15 @@ def load_meta_checkpoint(path: str | Path, model_config: str | Path | None = Non
         raise WeightsError(f"{p} has transformers key names; pass the folder that holds it and its config.json")
     yaml_path = Path(model_config).expanduser() if model_config is not None else sidecar_model_config(p)
     config = meta_checkpoint_config(sd, read_meta_model_yaml(yaml_path) if yaml_path is not None else None)
+    if image_size is not None and image_size != config.image_size:
+        config = with_image_size(config, image_size)
     version = meta_version(sd)
-    model = Sam2VideoModel(config)
-    converted = convert_meta_state_dict(sd)
+    model = build_empty(config)  # no random initialisation: every tensor is assigned from the checkpoint
+    want = {k: v.dtype for k, v in model.state_dict().items()}
+    converted = {k: v.to(want[k]) if k in want and v.dtype != want[k] else v  # a half-precision file -> float32
+                 for k, v in convert_meta_state_dict(sd).items()}
     try:
-        result = model.load_state_dict(converted, strict=False)
+        result = model.load_state_dict(converted, strict=False, assign=True)
     except RuntimeError as e:  # a tensor of another shape: the config does not describe these weights
         raise WeightsError(f"checkpoint {p} does not match the SAM {version} architecture read from it "
                            f"(and its yaml): {_first_line(e)}") from None
@@ -456,35 +501,44 @@ def load_sam2_model(
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
     model_config: str | Path | None = None,
+    image_size: int | None = None,
 ) -> Sam2VideoModel:
     """Load SAM 2.1 weights from, in order: ``checkpoint_path`` (a Meta file, or a transformers folder), then
     the Hub id (from the local cache; from the network only when ``download=True``). ``model_config``: Meta's
-    yaml for a Meta file of a custom architecture (see :func:`load_meta_checkpoint`)."""
+    yaml for a Meta file of a custom architecture (see :func:`load_meta_checkpoint`); ``image_size``: another
+    input size than the checkpoint's (:func:`with_image_size`)."""
     if model_config is not None and (checkpoint_path is None or Path(checkpoint_path).expanduser().is_dir()):
         raise WeightsError("a model config (yaml) applies to a Meta .pt/.safetensors checkpoint only; pass "
                            "--checkpoint PATH to that file too")
     if checkpoint_path is not None:
         p = Path(checkpoint_path).expanduser()
         if p.is_dir():
-            model = _from_pretrained(str(p), cache_dir=None, local_only=True, what=f"folder {p}")
+            model = _from_pretrained(str(p), cache_dir=None, local_only=True, what=f"folder {p}",
+                                     image_size=image_size)
         elif p.is_file():
-            model = load_meta_checkpoint(p, model_config)
+            model = load_meta_checkpoint(p, model_config, image_size)
         else:
             raise WeightsError(f"checkpoint not found: {p} (pass a sam2.1_hiera_*.pt file or a transformers folder)")
     else:
         model = _from_pretrained(hub_id, cache_dir=cache_dir, local_only=not download,
-                                 what=f"{hub_id}", size=size)
+                                 what=f"{hub_id}", size=size, image_size=image_size)
     return model.to(device=device, dtype=dtype).eval()  # type: ignore[call-arg]
 
 
 def _from_pretrained(
-    ref: str, *, cache_dir: str | Path | None, local_only: bool, what: str, size: str | None = None
+    ref: str, *, cache_dir: str | Path | None, local_only: bool, what: str, size: str | None = None,
+    image_size: int | None = None,
 ) -> Sam2VideoModel:
     from transformers.utils import logging as hf_logging
 
     hf_logging.disable_progress_bar()  # our CLI draws its own progress; theirs would break one-line errors
     try:
-        return Sam2VideoModel.from_pretrained(ref, cache_dir=cache_dir, local_files_only=local_only)
+        if image_size is None:
+            return Sam2VideoModel.from_pretrained(ref, cache_dir=cache_dir, local_files_only=local_only)
+        config = Sam2VideoConfig.from_pretrained(ref, cache_dir=cache_dir, local_files_only=local_only)
+        if config.image_size != image_size:
+            config = with_image_size(config, image_size)
+        return Sam2VideoModel.from_pretrained(ref, config=config, cache_dir=cache_dir, local_files_only=local_only)
     except (OSError, ValueError) as e:
         if size is not None and local_only:
             meta = META_CHECKPOINT_NAMES.get(size, "sam2.1_hiera_<size>.pt")
