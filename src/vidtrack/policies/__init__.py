@@ -8,18 +8,14 @@ built-in name, a :class:`MemoryPolicy` subclass or any factory returning one, or
 from __future__ import annotations
 
 import importlib
-from collections.abc import Callable
 from typing import Any
 
-from vidtrack.engines.sam2.contract import Candidates
+from vidtrack.engines.sam2.contract import Candidates, Policy, PolicyFactory
 from vidtrack.errors import InputError
 from vidtrack.policies.base import MemoryPolicy
 from vidtrack.policies.sam2long import Sam2LongPolicy
 from vidtrack.policies.samurai import SamuraiPolicy
 from vidtrack.policies.vanilla import VanillaPolicy
-
-PolicyFactory = Callable[..., MemoryPolicy]
-"""Builds a policy: called with ``num_maskmem=``, ``max_obj_ptrs=`` (the model's) and the policy options."""
 
 POLICIES: dict[str, type[MemoryPolicy]] = {
     "vanilla": VanillaPolicy,
@@ -55,13 +51,18 @@ def resolve_policy(policy: str | PolicyFactory) -> PolicyFactory:
     return factory
 
 
-def make_policy(policy: str | PolicyFactory, **options: Any) -> MemoryPolicy:
+def make_policy(policy: str | PolicyFactory, **options: Any) -> Policy:
     """Build a policy from a name, import path or factory with the given options."""
-    built = resolve_policy(policy)(**options)
-    if not isinstance(built, MemoryPolicy):
-        raise InputError(f"policy {policy!r} built a {type(built).__name__}, not a vidtrack MemoryPolicy")
+    return check_policy(resolve_policy(policy)(**options), policy)
+
+
+def check_policy(built: object, made_by: object) -> Policy:
+    """``built`` if it has every hook of the engine's :class:`Policy` (a ``MemoryPolicy`` subclass does)."""
+    if not isinstance(built, Policy):
+        raise InputError(f"policy {made_by!r} built a {type(built).__name__}, not a memory policy (subclass "
+                         "vidtrack.policies.MemoryPolicy)")
     return built
 
 
-__all__ = ["POLICIES", "Candidates", "MemoryPolicy", "PolicyFactory", "Sam2LongPolicy", "SamuraiPolicy",
-           "VanillaPolicy", "make_policy", "resolve_policy"]
+__all__ = ["POLICIES", "Candidates", "MemoryPolicy", "Policy", "PolicyFactory", "Sam2LongPolicy", "SamuraiPolicy",
+           "VanillaPolicy", "check_policy", "make_policy", "resolve_policy"]

@@ -1,8 +1,9 @@
 """What the SAM 2 engine and the memory policies exchange.
 
-The engine (:mod:`vidtrack.engines.sam2.engine`) runs the model and owns the memory bank; a policy
-(:mod:`vidtrack.policies`) decides through typed hooks. Both import the types here, and nothing here imports
-either of them.
+The engine (:mod:`vidtrack.engines.sam2.engine`) runs the model and owns the memory bank; a policy decides
+through the typed hooks of :class:`Policy`. The engine knows policies only through this module: the built-in
+ones (:mod:`vidtrack.policies`, whose ``MemoryPolicy`` is SAM 2.1's behaviour) and a user's own plug in from
+above, like any other.
 
 One tracked frame of one object goes: the policy's memory reads (:class:`MemoryRead`, one per hypothesis) ->
 the engine's batched memory attention and mask decoder (:class:`DecoderRun` per read) -> the policy's
@@ -12,11 +13,13 @@ builds its object pointer and record and encodes its memory (:class:`Kept`) -> t
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
 
 import torch
 
-from vidtrack.engines.sam2.state import FrameNote, FrameRecord
+from vidtrack.engines.sam2.state import FrameNote, FrameRecord, ObjectTrack, PolicyState
 from vidtrack.types import TrackingMask
 
 NO_OBJ_SCORE = -1024.0
@@ -148,3 +151,40 @@ class Kept:
     record: FrameRecord
     output: ObjectOutput
     mask: TrackingMask | None = None
+
+
+@runtime_checkable
+class Policy(Protocol):
+    """A memory policy as the engine calls it; ``vidtrack.policies.MemoryPolicy`` implements every hook with
+    SAM 2.1's behaviour (docs/CUSTOM_POLICY.md lists what each decides)."""
+
+    object_score_threshold: float
+    keeps_branch_masks: bool
+
+    def new_object_state(self, object_id: int) -> PolicyState: ...
+
+    def choose_candidate(self, track: ObjectTrack, frame_idx: int, cands: Candidates) -> int: ...
+
+    def frame_metadata(
+        self, track: ObjectTrack, frame_idx: int, cands: Candidates, chosen: int
+    ) -> FrameNote | None: ...
+
+    def record_stored(self, track: ObjectTrack, rec: FrameRecord) -> None: ...
+
+    def memory_reads(self, track: ObjectTrack, frame_idx: int, max_ptrs: int) -> list[MemoryRead]: ...
+
+    def choose(self, track: ObjectTrack, frame_idx: int, runs: list[DecoderRun], image_size: int) -> Decision: ...
+
+    def remember(
+        self, track: ObjectTrack, frame_idx: int, decision: Decision, kept: list[Kept], max_ptrs: int
+    ) -> None: ...
+
+    def prune(self, track: ObjectTrack, frame_idx: int) -> None: ...
+
+    def final_masks(self, track: ObjectTrack) -> dict[int, TrackingMask]: ...
+
+    def result_metadata(self) -> dict[str, Any]: ...
+
+
+PolicyFactory = Callable[..., Policy]
+"""Builds a policy: called with ``num_maskmem=``, ``max_obj_ptrs=`` (the model's) and the policy options."""

@@ -9,7 +9,7 @@ encoder) from our own loop instead of ``Sam2VideoInferenceSession``, for three r
 2. **Hooks.** SAMURAI and SAM2Long need every candidate mask, IoU and token, and their own choice of memory
    frames; the session API returns only the argmax mask.
 3. **Bounded memory.** The session keeps pixels, 1024x1024 masks and memories of every frame forever; our
-   bank keeps only what a future frame can read (see :meth:`MemoryPolicy.prune`), so state after 1,000
+   bank keeps only what a future frame can read (see the policy's ``prune``), so state after 1,000
    frames equals state after 20.
 
 A :class:`Sam2Session` tracks one video in one direction with explicit frame indices; frames are handed in
@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import numpy as np
@@ -38,9 +38,9 @@ from vidtrack.engines.sam2.contract import (
     KeyScale,
     MemoryRead,
     ObjectOutput,
+    Policy,
     StepTimings,
 )
-from vidtrack.engines.sam2.fast_modules import install_fast_modules
 from vidtrack.engines.sam2.preprocess import (
     ResizeMethod,
     mask_to_model_input,
@@ -50,7 +50,6 @@ from vidtrack.engines.sam2.preprocess import (
 )
 from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack
 from vidtrack.errors import InputError
-from vidtrack.policies.base import MemoryPolicy
 from vidtrack.types import Prompt, TrackingMask, rle_encode
 
 __all__ = [  # the contract types are re-exported for callers that drive the engine directly
@@ -126,7 +125,6 @@ class Sam2Engine:
             max_batch = CPU_MAX_BATCH if self.device.type == "cpu" else GPU_MAX_BATCH
         if max_batch < 1:
             raise InputError(f"max_batch must be >= 1; got {max_batch}")
-        install_fast_modules(model)  # issue 17 seam: faster drop-in forwards, same outputs (fast_modules.py)
         self.model = model.eval()
         self.max_batch = int(max_batch)
         self.autocast_dtype = autocast_dtype
@@ -147,7 +145,7 @@ class Sam2Engine:
 
     def new_session(
         self,
-        policy: MemoryPolicy,
+        policy: Policy,
         height: int,
         width: int,
         *,
@@ -163,7 +161,7 @@ class Sam2Engine:
         return torch.autocast(self.device.type, dtype=self.autocast_dtype)
 
     @torch.inference_mode()
-    def warmup(self, frames: int | None = None) -> None:
+    def warmup(self, policy: Callable[[], Policy], frames: int | None = None) -> None:
         """Run two short synthetic clips (boxes on a grey frame: one object, then two) so lazy work --
         ``torch.compile`` for batch 1 and for any larger batch, cuDNN autotuning, allocator growth -- happens
         before the first real frame. Covers every memory length of the first ``num_maskmem + 1`` frames."""
@@ -173,8 +171,7 @@ class Sam2Engine:
         frame[side // 4 : 3 * side // 4, side // 4 : 3 * side // 4] = (200, 60, 60)
         boxes = [(side / 4, side / 4, 3 * side / 4, 3 * side / 4), (0.0, 0.0, side / 2, side / 2)]
         for objects in (1, 2):
-            policy = MemoryPolicy(self.num_maskmem, self.max_obj_ptrs)
-            session = self.new_session(policy, side, side, num_frames=n)
+            session = self.new_session(policy(), side, side, num_frames=n)
             first = [Prompt.from_box(0, k + 1, boxes[k]) for k in range(objects)]
             for i in range(n):
                 session.step(i, frame, first if i == 0 else [])
@@ -413,7 +410,7 @@ class Sam2Session:
     def __init__(
         self,
         engine: Sam2Engine,
-        policy: MemoryPolicy,
+        policy: Policy,
         height: int,
         width: int,
         *,

@@ -16,13 +16,12 @@ import torch
 
 from vidtrack.catalog import ModelSpec
 from vidtrack.config import SEMANTICS, TrackingConfig
-from vidtrack.engines.sam2.contract import ImageFeatures
+from vidtrack.engines.sam2.contract import ImageFeatures, Policy, PolicyFactory
 from vidtrack.engines.sam2.engine import Sam2Engine, Sam2Session
 from vidtrack.engines.sam2.runtime import EncoderAhead, apply_cpu_threads, compile_model, resolve_precision
 from vidtrack.engines.sam2.state import FrameRecord
-from vidtrack.engines.sam2.weights import check_image_size, load_sam2_model
+from vidtrack.engines.sam2.weights import load_sam2_model
 from vidtrack.errors import InputError, NotLoadedError
-from vidtrack.policies import MemoryPolicy, PolicyFactory, make_policy, resolve_policy
 from vidtrack.tracking import Runner, StepResult, TrackingModelLoader
 from vidtrack.types import Prompt, TrackingFrame, TrackingMask
 
@@ -73,10 +72,20 @@ class LiveTracker:
 
 
 class Sam2Loader(TrackingModelLoader):
-    """SAM 2.1, SAMURAI and SAM2Long: one engine; the policy named by the catalogue entry, or ``config.policy``."""
+    """SAM 2.1, SAMURAI and SAM2Long: one engine and a memory policy.
 
-    def __init__(self, spec: ModelSpec, config: TrackingConfig) -> None:
+    ``policy`` builds the policy of each session (the factory :func:`vidtrack.create_tracking_loader` resolved
+    from ``config.policy`` or the catalogue entry); ``policy_defaults`` are the options it gets under
+    ``config.policy_options`` (the catalogue's, for its own policy).
+    """
+
+    def __init__(
+        self, spec: ModelSpec, config: TrackingConfig, policy: PolicyFactory,
+        policy_defaults: dict[str, Any] | None = None,
+    ) -> None:
         super().__init__(spec, config)
+        self.policy_factory = policy
+        self.policy_defaults = dict(policy_defaults or {})
         self.engine: Sam2Engine | None = None
         self.device = resolve_device(config.device)
         self.dtype, self.autocast_dtype = resolve_precision(config.dtype, config.autocast, self.device)
@@ -89,10 +98,6 @@ class Sam2Loader(TrackingModelLoader):
         if config.resize not in ("transformers", "official"):
             raise InputError(f"resize must be 'transformers' or 'official'; got {config.resize!r}")
         _check_semantics(config.semantics)
-        check_image_size(config.image_size)  # issue 17: before any weights are read
-        # a bad policy name or import path fails here, before any weights are loaded
-        self.policy_factory: PolicyFactory | None = (
-            None if config.policy is None else resolve_policy(config.policy))
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -111,22 +116,20 @@ class Sam2Loader(TrackingModelLoader):
                 hub_id=self.spec.hub_id,
                 checkpoint_path=self.config.checkpoint_path,
                 model_config=self.config.model_config,
-                image_size=self.config.image_size,
                 cache_dir=self.config.cache_dir,
                 download=self.config.download,
                 device=self.device,
                 dtype=self.dtype,
             )
         else:
-            check_image_size(self.config.image_size, model)
             model = model.to(device=self.device, dtype=self.dtype)
         if self.config.compile:
             compile_model(model)
         engine = Sam2Engine(model, device=self.device, resize=self.config.resize,  # type: ignore[arg-type]
                             max_batch=self.config.max_batch, autocast_dtype=self.autocast_dtype)
-        if self.config.compile:
-            engine.warmup()
         self.engine = engine
+        if self.config.compile:
+            engine.warmup(self.new_policy)
         return self
 
     def unload(self) -> None:
@@ -140,16 +143,15 @@ class Sam2Loader(TrackingModelLoader):
             raise NotLoadedError(f"{self.name} is not loaded; call load() first")
         return self.engine
 
-    def new_policy(self) -> MemoryPolicy:
-        """A fresh policy for one session: ``config.policy`` when set (with ``config.policy_options`` only),
-        else the catalogue's policy for this model name with its defaults under the config's options."""
+    def new_policy(self) -> Policy:
+        """A fresh policy for one session (state is per session and object, never shared)."""
         eng = self._engine()
-        if self.policy_factory is None:
-            policy: str | PolicyFactory = self.spec.policy
-            options = {**self.spec.policy_options, **self.config.policy_options}
-        else:
-            policy, options = self.policy_factory, dict(self.config.policy_options)
-        return make_policy(policy, num_maskmem=eng.num_maskmem, max_obj_ptrs=eng.max_obj_ptrs, **options)
+        options = {**self.policy_defaults, **self.config.policy_options}
+        built = self.policy_factory(num_maskmem=eng.num_maskmem, max_obj_ptrs=eng.max_obj_ptrs, **options)
+        if not isinstance(built, Policy):
+            raise InputError(f"policy {self.policy_name} built a {type(built).__name__}, not a memory policy "
+                             "(subclass vidtrack.policies.MemoryPolicy)")
+        return built
 
     @property
     def policy_name(self) -> str:
