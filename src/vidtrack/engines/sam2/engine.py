@@ -41,6 +41,7 @@ from vidtrack.engines.sam2.contract import (
     Policy,
     StepTimings,
 )
+from vidtrack.engines.sam2.fast_modules import install_fast_modules
 from vidtrack.engines.sam2.preprocess import (
     ResizeMethod,
     mask_to_model_input,
@@ -125,6 +126,7 @@ class Sam2Engine:
             max_batch = CPU_MAX_BATCH if self.device.type == "cpu" else GPU_MAX_BATCH
         if max_batch < 1:
             raise InputError(f"max_batch must be >= 1; got {max_batch}")
+        install_fast_modules(model)  # issue 17 seam: faster drop-in forwards, same outputs (fast_modules.py)
         self.model = model.eval()
         self.max_batch = int(max_batch)
         self.autocast_dtype = autocast_dtype

@@ -20,7 +20,7 @@ from vidtrack.engines.sam2.contract import ImageFeatures, Policy, PolicyFactory
 from vidtrack.engines.sam2.engine import Sam2Engine, Sam2Session
 from vidtrack.engines.sam2.runtime import EncoderAhead, apply_cpu_threads, compile_model, resolve_precision
 from vidtrack.engines.sam2.state import FrameRecord
-from vidtrack.engines.sam2.weights import load_sam2_model
+from vidtrack.engines.sam2.weights import check_image_size, load_sam2_model
 from vidtrack.errors import InputError, NotLoadedError
 from vidtrack.tracking import Runner, StepResult, TrackingModelLoader
 from vidtrack.types import Prompt, TrackingFrame, TrackingMask
@@ -98,6 +98,7 @@ class Sam2Loader(TrackingModelLoader):
         if config.resize not in ("transformers", "official"):
             raise InputError(f"resize must be 'transformers' or 'official'; got {config.resize!r}")
         _check_semantics(config.semantics)
+        check_image_size(config.image_size)  # issue 17: before any weights are read
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -116,12 +117,14 @@ class Sam2Loader(TrackingModelLoader):
                 hub_id=self.spec.hub_id,
                 checkpoint_path=self.config.checkpoint_path,
                 model_config=self.config.model_config,
+                image_size=self.config.image_size,
                 cache_dir=self.config.cache_dir,
                 download=self.config.download,
                 device=self.device,
                 dtype=self.dtype,
             )
         else:
+            check_image_size(self.config.image_size, model)
             model = model.to(device=self.device, dtype=self.dtype)
         if self.config.compile:
             compile_model(model)
