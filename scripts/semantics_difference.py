@@ -63,7 +63,9 @@ def main() -> None:
     ap.add_argument("--data", default="../shared/data")
     ap.add_argument("--frames", type=int, default=12)
     ap.add_argument("--model", default="sam2.1-tiny")
+    ap.add_argument("--cases", default="correction,late,reverse", help="comma-separated: correction, late, reverse")
     args = ap.parse_args()
+    wanted = {c.strip() for c in args.cases.split(",")}
 
     loaders = {
         s: create_tracking_loader(args.model, TrackingConfig(
@@ -74,6 +76,8 @@ def main() -> None:
     print("| case | object | mean | min | " + " | ".join(str(f) for f in range(n)) + " |")
     print("|---|---|---|---|" + "---|" * n)
     for name, (frames_dir, prompts) in cases(Path(args.data)).items():
+        if name.split(" ")[0] not in wanted:
+            continue
         t0 = time.perf_counter()
         results = {s: loader.track_video(str(frames_dir), prompts, end=n) for s, loader in loaders.items()}
         for obj in sorted({p.object_id for p in prompts}):
