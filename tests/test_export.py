@@ -383,11 +383,27 @@ def test_mots_txt_layout(tmp_path):
     assert not (tmp_path / "x.txt").exists()
 
 
+def _tight_box(mask: np.ndarray) -> tuple[float, float, float, float]:
+    """x, y, w, h of the pixels of ``mask``, computed here (w = last column - first column + 1)."""
+    ys, xs = np.nonzero(mask)
+    return float(xs.min()), float(ys.min()), float(xs.max() - xs.min() + 1), float(ys.max() - ys.min() + 1)
+
+
 def test_mot_txt_boxes(tmp_path):
+    # a hand-made frame first: rows 5..9 and columns 10..19 -> x=10, y=5, w=10, h=5; one pixel -> w=h=1
+    rect = np.zeros((37, 53), bool)
+    rect[5:10, 10:20] = True
+    dot = np.zeros((37, 53), bool)
+    dot[36, 52] = True
+    hand = TrackingResult([TrackingFrame(4, [TrackingMask(dot, 0.5, 9), TrackingMask(rect, 0.25, 3)])], 53, 37, 0, 0)
+    path = export_result(hand, tmp_path / "hand", "mot-txt")["mot-txt"]
+    assert path.read_text().splitlines() == ["5,3,10,5,10,5,0.2500,-1,-1,-1", "5,9,52,36,1,1,0.5000,-1,-1,-1"]
+
     result = random_result(37, 53)
     path = export_result(result, tmp_path, "mot-txt")["mot-txt"]
     rows = [line.split(",") for line in path.read_text().splitlines()]
-    want = [(f.frame_idx + 1, m.object_id, m.bbox, m.confidence) for f in result.frames for m in f.masks if m.area]
+    want = [(f.frame_idx + 1, m.object_id, _tight_box(m.mask), m.confidence)
+            for f in result.frames for m in sorted(f.masks, key=lambda m: m.object_id) if m.mask.any()]
     assert len(rows) == len(want)
     for row, (frame, oid, box, conf) in zip(rows, want, strict=True):
         assert len(row) == 10 and row[7:] == ["-1", "-1", "-1"]
