@@ -271,13 +271,31 @@ def test_single_certain_pathway_offline_equals_online(tiny_model):
 
 
 def test_stream_yields_online_masks_and_late_prompt_backward(tiny_model):
+    """The stream yields each frame's online mask (the best pathway's, as it is computed): not empty, the
+    prompt's own frame close to the prompt, equal in both modes (offline mode only revises afterwards) and
+    equal to a whole online run. An object prompted later (causal semantics) is followed back to frame 0 by the
+    backward pass: its masks there equal an independent run over the reversed frames from its prompt."""
     frames = moving_shapes(8)
     box, disc = shape_masks()
+    online = list(_loader(tiny_model, mode="online").stream(frames, [Prompt.from_mask(0, 1, box)]))
+    offline = list(_loader(tiny_model, mode="offline").stream(frames, [Prompt.from_mask(0, 1, box)]))
+    whole = _loader(tiny_model, mode="online").track_video(frames, [Prompt.from_mask(0, 1, box)])
+    assert [f.frame_idx for f in online] == list(range(8))
+    for a, b, c in zip(online, offline, whole.frames, strict=True):
+        mask = a.mask_for(1).mask
+        assert mask.any()
+        assert np.array_equal(mask, b.mask_for(1).mask) and np.array_equal(mask, c.mask_for(1).mask)
+    first = online[0].mask_for(1).mask
+    assert (first & box).sum() / (first | box).sum() > 0.9
+
     loader = _loader(tiny_model, mode="offline")
+    loader.config.semantics = "causal"
     res = loader.track_video(frames, [Prompt.from_mask(0, 1, box), Prompt.from_mask(4, 2, disc)])
     assert [sorted(m.object_id for m in f.masks) for f in res.frames] == [[1, 2]] * 8
-    streamed = list(_loader(tiny_model, mode="online").stream(frames, [Prompt.from_mask(0, 1, box)]))
-    assert len(streamed) == 8 and all(f.mask_for(1) is not None for f in streamed)
+    reversed_run = _loader(tiny_model, mode="offline").track_video(frames[4::-1], [Prompt.from_mask(0, 2, disc)])
+    for pos, f in enumerate(reversed_run.frames):  # position pos of the reversed run is frame 4 - pos
+        assert f.mask_for(2).mask.any()
+        assert np.array_equal(res.frames[4 - pos].mask_for(2).mask, f.mask_for(2).mask)
 
 
 def test_reprompt_restarts_the_tree(tiny_model):
