@@ -19,12 +19,31 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vidtrack.errors import InputError, VidtrackError
+from vidtrack.cli_errors import PROGRESS
+from vidtrack.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Promptable video object segmentation and tracking (SAM 2.1, SAMURAI, SAM2Long, YOLO11-seg).")
 err = Console(stderr=True)
 out = Console()
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from vidtrack import __version__
+
+        typer.echo(f"vidtrack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
+                                          help="print the version and exit")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="on an error, also print the traceback (anywhere on the "
+                                                        "command line; or VIDTRACK_DEBUG=1)")] = False,
+) -> None:
+    """Exit status: 0 done, 1 some videos failed (batch) or an internal error, 2 bad input, 130/143 interrupted."""
 
 
 def _peak_rss_mb() -> float:
@@ -191,27 +210,22 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line and exit status 2."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except VidtrackError as e:
-        err.print(f"[red]error[/]: {escape(str(e))}", highlight=False, soft_wrap=True)  # [yolo] is not markup
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as e:  # click usage errors and the like
-        import click
+def _print_line(line: str) -> None:
+    """One message line on stderr (``error:`` in red on a terminal; never parsed as rich markup)."""
+    if line.startswith("error:"):
+        err.print(f"[red]error[/]:{escape(line[len('error:'):])}", highlight=False, soft_wrap=True)
+    else:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every command ends through :func:`vidtrack.cli_errors.run` (one line, a meaningful status)."""
+    from vidtrack import cli_errors
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    code = cli_errors.run(lambda a: app(args=a, standalone_mode=False, prog_name="vidtrack"), args,
+                          error=_print_line)
+    sys.exit(code)
 
 
 if __name__ == "__main__":
