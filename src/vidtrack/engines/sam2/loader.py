@@ -21,6 +21,7 @@ from vidtrack.api import (
     first_prompt_frames,
 )
 from vidtrack.catalog import ModelSpec
+from vidtrack.engines.sam2.checkpoints import spec_for_weights
 from vidtrack.engines.sam2.engine import Sam2Engine, Sam2Session
 from vidtrack.engines.sam2.runtime import EncoderAhead, apply_cpu_threads, compile_model, resolve_precision
 from vidtrack.engines.sam2.weights import load_sam2_model
@@ -114,6 +115,7 @@ class Sam2Loader(TrackingModelLoader):
                 device=self.device,
                 dtype=self.dtype,
             )
+            self.spec = spec_for_weights(self.spec, model)  # name what runs: the size is read from the weights
         else:
             model = model.to(device=self.device, dtype=self.dtype)
         if self.config.compile:

@@ -10,6 +10,7 @@ Nothing here touches the network unless ``download=True``.
 
 from __future__ import annotations
 
+import contextlib
 import re
 from pathlib import Path
 from typing import Any
@@ -18,6 +19,13 @@ import torch
 from transformers import Sam2VideoConfig, Sam2VideoModel
 
 from vidtrack.catalog import META_CHECKPOINT_NAMES, SAM2_SIZES
+from vidtrack.engines.sam2.checkpoints import (
+    check_hub_reachable,
+    check_transformers_folder,
+    from_pretrained_strict,
+    load_state_dict_strict,
+    unreadable_message,
+)
 from vidtrack.errors import WeightsError
 
 # --- configs ---------------------------------------------------------------------------------------------
@@ -228,8 +236,7 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
         else:
             sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch/safetensors raise many types for a bad file
-        raise WeightsError(f"cannot read checkpoint {path}: {_first_line(e)}; "
-                           "is it a SAM 2.1 .pt/.safetensors file?") from None
+        raise WeightsError(unreadable_message(path, e)) from None
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
         sd = sd["model"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -248,13 +255,7 @@ def load_meta_checkpoint(path: str | Path) -> Sam2VideoModel:
     size, version = detect_meta_size(sd)
     model = Sam2VideoModel(sam2_config(size, version=version))
     converted = convert_meta_state_dict(sd)
-    result = model.load_state_dict(converted, strict=False)
-    missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
-    if missing or result.unexpected_keys:
-        raise WeightsError(
-            f"checkpoint {p} does not match SAM {version} {size}: {len(missing)} missing keys "
-            f"(e.g. {missing[:2]}), {len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:2]})"
-        )
+    load_state_dict_strict(model, converted, what=f"checkpoint {p}", expected=f"SAM {version} {size}")
     return model.eval()
 
 
@@ -273,6 +274,7 @@ def load_sam2_model(
     if checkpoint_path is not None:
         p = Path(checkpoint_path).expanduser()
         if p.is_dir():
+            check_transformers_folder(p)
             model = _from_pretrained(str(p), cache_dir=None, local_only=True, what=f"folder {p}")
         elif p.is_file():
             model = load_meta_checkpoint(p)
@@ -291,7 +293,11 @@ def _from_pretrained(
 
     hf_logging.disable_progress_bar()  # our CLI draws its own progress; theirs would break one-line errors
     try:
-        return Sam2VideoModel.from_pretrained(ref, cache_dir=cache_dir, local_files_only=local_only)
+        if not local_only:  # cached weights need no network; otherwise fail fast when the Hub is unreachable
+            with contextlib.suppress(OSError, ValueError):
+                return from_pretrained_strict(ref, cache_dir=cache_dir, local_only=True, what=what)
+            check_hub_reachable(ref)
+        return from_pretrained_strict(ref, cache_dir=cache_dir, local_only=local_only, what=what)
     except (OSError, ValueError) as e:
         if size is not None and local_only:
             meta = META_CHECKPOINT_NAMES.get(size, "sam2.1_hiera_<size>.pt")
