@@ -85,9 +85,14 @@ def track(
     formats: Annotated[str, typer.Option("--format", "-f", help="output formats, comma-separated: rle-json, "
                                          "rle-jsonl, ytvis-json, davis-png, sav-png, mots-txt, mot-txt, box-txt, "
                                          "overlay-mp4")] = "rle-json",
+    strict: Annotated[bool, typer.Option(help="a video that ends before the frame count its header declares "
+                                              "(truncated) is an error, not a warning")] = False,
 ) -> None:
     """Track objects through a video and write the chosen formats (default: COCO-RLE JSON masks.json) to --out."""
-    from vidtrack.api import TrackingConfig, check_prompts, create_tracking_loader
+    from vidtrack.api import PromptSchedule, TrackingConfig, check_prompts, create_tracking_loader
+    from vidtrack.catalog import resolve_model
+    from vidtrack.export.atomic import atomic_write
+    from vidtrack.output_checks import check_output_dir
     from vidtrack.cli_export import check_formats, write_formats
     from vidtrack.prompt_files import load_prompts_json, mask_prompts, parse_box, parse_points
     from vidtrack.sources import open_source
@@ -108,15 +113,22 @@ def track(
     height, width = src.probe_size()
     for p in check_prompts(plist):  # check everything now, before loading weights
         p.validate(height, width, source=f"{source}")
+    PromptSchedule(plist, src)  # a prompt on a frame past the container's frame count, before decoding
     check_formats(formats, src)
+    check_output_dir(out_dir)
+    requested = resolve_model(model).name
     config = TrackingConfig(model_id=model, device=device, dtype=dtype, checkpoint_path=checkpoint,
                             cache_dir=cache_dir, download=download, backward=backward, resize=resize,
                             autocast=autocast, compile=compile, encoder_ahead=encoder_ahead, threads=threads,
                             max_batch=max_batch)
     loader = create_tracking_loader(model, config)
+    PROGRESS.where = f"while loading {loader.name}"
     t0 = time.perf_counter()
     loader.load()
     load_s = time.perf_counter() - t0
+    if loader.name != requested:
+        err.print(f"note: the weights are {loader.name}, not {requested}; running and reporting {loader.name}",
+                  highlight=False, soft_wrap=True, markup=False)
 
     total = src.num_frames
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -126,18 +138,30 @@ def track(
         started = time.perf_counter()
         count = 0
 
-        def progress(_f: object) -> None:
+        def progress(f: Any) -> None:
             nonlocal count
             count += 1
+            PROGRESS.where = f"at frame {f.frame_idx}" + (f" of {src.num_frames}" if src.num_frames else "")
             bar.update(task, advance=1, fps=count / max(time.perf_counter() - started, 1e-9))
 
         result = loader.track_video(src, plist, progress=progress)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    truncation = src.truncation()
+    if truncation is not None:
+        expected, decoded = truncation
+        what = (f"{source} ended after {decoded} of the {expected} frames its header declares (truncated or "
+                "damaged file)")
+        if strict:
+            raise InputError(f"{what}; nothing written (--strict)")
+        err.print(f"[yellow]warning[/]: {escape(what)}; results cover the {decoded} decoded frames",
+                  highlight=False, soft_wrap=True)
+    PROGRESS.where = f"while writing {out_dir}"
+    PROGRESS.kept = "outputs are written atomically: each is complete or absent"
     paths = write_formats(result, out_dir, formats, source=source, info={"source": str(source)})
     path = paths.get("rle-json") or next(iter(paths.values()))
     loader.unload()
 
-    summary = {
+    summary: dict[str, Any] = {
+        "model": loader.name,
         "frames": len(result.frames),
         "objects": len(result.object_ids),
         "fps": round(result.fps, 3),
@@ -154,7 +178,11 @@ def track(
             summary["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     except ImportError:  # pragma: no cover
         pass
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    summary["truncated"] = truncation is not None
+    if truncation is not None:
+        summary.update( frames_expected=truncation[0], frames_decoded=truncation[1])
+    with atomic_write(out_dir / "summary.json") as f:
+        f.write(json.dumps(summary, indent=1))
     err.print(
         f"[green]done[/]: {summary['frames']} frames, {summary['objects']} objects, {summary['fps']} fps, "
         f"peak RSS {summary['peak_rss_mb']} MiB -> {escape(str(path))}",

@@ -54,7 +54,7 @@ class Interrupted(BaseException):
 class Progress:
     """Where a command is and what it has kept, for the one line printed when it is interrupted.
 
-    Commands update it as they go (``PROGRESS.where = "frame 57 of 300"``); the defaults fit a command that
+    Commands update it as they go (``PROGRESS.where = "at frame 57 of 300"``); the defaults fit a command that
     writes nothing until the end.
     """
 
@@ -175,7 +175,7 @@ def run(invoke: Callable[[list[str]], Any], argv: Sequence[str],
         return e.code if isinstance(e.code, int) else (EXIT_OK if e.code is None else EXIT_FAILED)
     except Interrupted as e:
         tb()
-        where = f" at {PROGRESS.where}" if PROGRESS.where else ""
+        where = f" {PROGRESS.where}" if PROGRESS.where else ""
         say(f"interrupted{where} ({signal.Signals(e.signum).name}); {PROGRESS.kept}")
         return e.exit_code
     except KeyboardInterrupt:  # raised by a library itself, or before our handler was installed
