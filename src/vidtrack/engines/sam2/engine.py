@@ -218,7 +218,7 @@ class Sam2Engine:
         for objects in (1, 2):
             policy = MemoryPolicy(self.num_maskmem, self.max_obj_ptrs)
             session = self.new_session(policy, side, side, num_frames=n)
-            first = [Prompt.from_box(0, k + 1, boxes[k]) for k in range(objects)]
+            first = [Prompt.from_box(0, k + 1, boxes[k], fmt="xyxy") for k in range(objects)]
             for i in range(n):
                 session.step(i, frame, first if i == 0 else [])
         if self.device.type == "cuda":
