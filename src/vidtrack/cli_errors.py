@@ -140,16 +140,17 @@ def _exit_code_of(value: Any) -> int:
     return value if isinstance(value, int) and not isinstance(value, bool) else EXIT_OK
 
 
-def environment_error_line(e: OSError) -> str | None:
-    """One line for an OSError the environment causes (full disk, no permission), else None."""
+def environment_error_line(e: OSError, where: str | None = None) -> str | None:
+    """One line for an OSError the environment causes (full disk, no permission), else None. ``where`` says
+    what was going on (``PROGRESS.where``) when the error itself names no file."""
     what = _ENVIRONMENT_ERRNOS.get(e.errno or -1)
     if what is None:
         return None
-    where = f" ({e.filename})" if e.filename else ""
+    place = f" ({e.filename})" if e.filename else (f" {where}" if where else "")
     if e.errno in (errno.ENOSPC, errno.EDQUOT):
-        return (f"{what} while writing{where}; outputs already under their final names are untouched and no "
-                "partial file was left; free some space or choose another --out")
-    return f"{what}{where}: {_one_line(e.strerror or str(e))}"
+        return (f"{what}{place}; no file was left half-written (outputs are written to temporary names and "
+                "renamed when complete); free some space or choose another --out")
+    return f"{what}{place}: {_one_line(e.strerror or str(e))}"
 
 
 def run(invoke: Callable[[list[str]], Any], argv: Sequence[str],
@@ -196,7 +197,7 @@ def run(invoke: Callable[[list[str]], Any], argv: Sequence[str],
         return EXIT_FAILED
     except OSError as e:
         tb()
-        line = environment_error_line(e)
+        line = environment_error_line(e, PROGRESS.where)
         if line is not None:
             say(f"error: {line}")
             return EXIT_BAD_INPUT

@@ -17,7 +17,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from vidtrack.cli_errors import PROGRESS
 from vidtrack.errors import InputError
+from vidtrack.output_checks import check_output_dir
 
 err = Console(stderr=True)
 out = Console()
@@ -100,6 +102,8 @@ class _Bar:
         self.progress.__exit__(None, None, None)
 
     def __call__(self, name: str, done: int, total: int) -> None:
+        if name:
+            PROGRESS.where = f"{self.label} sequence {name} ({done + 1} of {total})"
         if self.task is None:
             self.task = self.progress.add_task(self.label, total=total, seq="")
         self.progress.update(self.task, completed=done, seq=name)
@@ -196,6 +200,8 @@ def score_cmd(
         raise InputError(f"predictions folder not found: {pred}")
     if (pred / "run_info.json").is_file() and (pred / "predictions").is_dir():
         pred = pred / "predictions"  # a `vidtrack eval` run folder
+    if out_dir is not None:
+        check_output_dir(out_dir)
     lay = _layout(layout, gt)
     dataset = _dataset(lay, gt, sequences, resolution)
     report = _score(lay, dataset, pred, rules, allow_missing, mot, absent, quiet)
@@ -232,13 +238,20 @@ def eval_cmd(
     if lay == "lasot":
         _absent(absent)
     model_name = resolve_model(model).name
+    check_output_dir(out_dir)
     check_run_info(out_dir, run_info(model_name, protocol.name if protocol is not None else "ope", dataset))
     todo = pending_sequences(dataset, out_dir)
     if todo:
         config = TrackingConfig(model_id=model, device=device, dtype=dtype, checkpoint_path=checkpoint,
                                 cache_dir=cache_dir, download=download)
         loader = create_tracking_loader(model, config)
+        PROGRESS.where = f"while loading {loader.name}"
         loader.load()
+        if loader.name != model_name:
+            err.print(f"note: the weights are {loader.name}, not {model_name}; running and reporting {loader.name}",
+                      highlight=False, soft_wrap=True, markup=False)
+            model_name = loader.name
+        PROGRESS.kept = f"finished sequences are kept in {out_dir}; run the same command again to resume"
         try:
             with _Bar(f"tracking ({loader.name})", quiet) as bar:
                 if lay == "lasot":
