@@ -196,12 +196,12 @@ def score_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Score existing predictions against ground truth (J&F, or success/precision for boxes)."""
+    if out_dir is not None:
+        check_output_dir(out_dir)
     if not pred.is_dir():
         raise InputError(f"predictions folder not found: {pred}")
     if (pred / "run_info.json").is_file() and (pred / "predictions").is_dir():
         pred = pred / "predictions"  # a `vidtrack eval` run folder
-    if out_dir is not None:
-        check_output_dir(out_dir)
     lay = _layout(layout, gt)
     dataset = _dataset(lay, gt, sequences, resolution)
     report = _score(lay, dataset, pred, rules, allow_missing, mot, absent, quiet)
@@ -232,13 +232,13 @@ def eval_cmd(
     from vidtrack.catalog import resolve_model
     from vidtrack.eval.runner import check_run_info, pending_sequences, run_boxes, run_info, run_vos, timing_summary
 
+    check_output_dir(out_dir)
     lay = _layout(layout, dataset_dir)
     dataset = _dataset(lay, dataset_dir, sequences, resolution)
     protocol = _protocol(rules, lay) if lay != "lasot" else None
     if lay == "lasot":
         _absent(absent)
     model_name = resolve_model(model).name
-    check_output_dir(out_dir)
     check_run_info(out_dir, run_info(model_name, protocol.name if protocol is not None else "ope", dataset))
     todo = pending_sequences(dataset, out_dir)
     if todo:
