@@ -100,7 +100,9 @@ def make_inputs(root: Path) -> dict[str, Path]:
     sd.pop("mask_decoder.iou_prediction_head.proj_out.weight")
     sd["extra_head.weight"] = torch.zeros(3)
     save_file(sd, str(p["broken-sam2"] / "model.safetensors"), metadata={"format": "pt"})
-    p["corrupt.pt"].write_bytes(b"PK\x03\x04" + bytes(range(256)) * 8)  # a zip header and garbage
+    torch.save({"model": {"w": torch.randn(4096)}}, p["corrupt.pt"])
+    data = p["corrupt.pt"].read_bytes()
+    p["corrupt.pt"].write_bytes(data[: len(data) // 2])  # a download cut in half
     p["a-file"].write_text("not a folder\n")
     return p
 

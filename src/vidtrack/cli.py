@@ -91,9 +91,9 @@ def track(
     """Track objects through a video and write the chosen formats (default: COCO-RLE JSON masks.json) to --out."""
     from vidtrack.api import PromptSchedule, TrackingConfig, check_prompts, create_tracking_loader
     from vidtrack.catalog import resolve_model
+    from vidtrack.cli_export import check_formats, write_formats
     from vidtrack.export.atomic import atomic_write
     from vidtrack.output_checks import check_output_dir
-    from vidtrack.cli_export import check_formats, write_formats
     from vidtrack.prompt_files import load_prompts_json, mask_prompts, parse_box, parse_points
     from vidtrack.sources import open_source
 

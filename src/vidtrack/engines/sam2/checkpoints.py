@@ -98,8 +98,9 @@ def from_pretrained_strict(ref: str, *, cache_dir: str | Path | None, local_only
     from transformers import Sam2VideoModel
 
     with _quiet_transformers():
-        model, info = Sam2VideoModel.from_pretrained(ref, cache_dir=cache_dir, local_files_only=local_only,
+        loaded: Any = Sam2VideoModel.from_pretrained(ref, cache_dir=cache_dir, local_files_only=local_only,
                                                      output_loading_info=True)
+        model, info = loaded
     check_load_report(info.get("missing_keys", ()), info.get("unexpected_keys", ()),
                       info.get("mismatched_keys", ()), what=what, expected="Sam2VideoModel")
     return model
@@ -136,7 +137,7 @@ def unreadable_message(path: Path, exc: BaseException) -> str:
     elif isinstance(exc, OSError) and exc.strerror:
         why = exc.strerror
     else:
-        why = f"not a readable PyTorch checkpoint ({type(exc).__name__})"
+        why = f"not a readable PyTorch checkpoint (damaged or truncated? {type(exc).__name__})"
     return f"cannot read checkpoint {path}: {why}; pass a SAM 2.1 .pt/.safetensors file (e.g. sam2.1_hiera_tiny.pt)"
 
 

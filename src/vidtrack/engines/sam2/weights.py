@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import contextlib
 import re
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -234,7 +235,9 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             sd: Any = load_file(str(path))
         else:
-            sd = torch.load(str(path), map_location="cpu", weights_only=True)
+            with warnings.catch_warnings():  # torch warns before it fails; the error below says it in one line
+                warnings.simplefilter("ignore")
+                sd = torch.load(str(path), map_location="cpu", weights_only=True)
     except Exception as e:  # torch/safetensors raise many types for a bad file
         raise WeightsError(unreadable_message(path, e)) from None
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
