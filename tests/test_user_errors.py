@@ -171,3 +171,16 @@ def test_box_format_must_be_named_and_every_entry_point_agrees(tmp_path):
     assert Prompt.from_box(0, 1, corners, fmt="xyxy").box == corners
     assert Prompt.from_points(0, 1, [[15, 25]], box=xywh, box_fmt="xywh").box == corners
     np.testing.assert_array_equal(Prompt.from_points(0, 1, [[15, 25]]).points, [[15, 25]])
+
+
+def test_in_process_runs_put_the_signal_handlers_back():
+    """``main()`` called in-process (tests, embedding programs) must not leave its handlers installed."""
+    import signal
+
+    from vidtrack import cli_errors
+
+    before = (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM))
+    seen = []
+    cli_errors.run(lambda _a: seen.append(signal.getsignal(signal.SIGTERM)), [])
+    assert seen and seen[0] is not before[1]  # installed while the command ran
+    assert (signal.getsignal(signal.SIGINT), signal.getsignal(signal.SIGTERM)) == before

@@ -21,6 +21,7 @@ import errno
 import os
 import signal
 import sys
+import threading
 import traceback
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -72,15 +73,25 @@ def _raise_interrupted(signum: int, _frame: FrameType | None) -> None:
     raise Interrupted(signum)
 
 
-def install_signal_handlers() -> None:
-    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread.
+def install_signal_handlers() -> dict[int, Any]:
+    """SIGINT and SIGTERM raise :class:`Interrupted` in the main thread; returns the previous handlers.
 
     A SIGINT that is ignored when we start (a job started with ``&`` by a non-interactive shell) stays ignored,
-    as Python itself does and shells expect.
+    as Python itself does and shells expect. Outside the main thread (an embedding program) nothing changes.
     """
-    if signal.getsignal(signal.SIGINT) is not signal.SIG_IGN:
+    if threading.current_thread() is not threading.main_thread():
+        return {}
+    previous: dict[int, Any] = {sig: signal.getsignal(sig) for sig in (signal.SIGINT, signal.SIGTERM)}
+    if previous[signal.SIGINT] is not signal.SIG_IGN:
         signal.signal(signal.SIGINT, _raise_interrupted)
     signal.signal(signal.SIGTERM, _raise_interrupted)
+    return previous
+
+
+def restore_signal_handlers(previous: dict[int, Any]) -> None:
+    """Put back what :func:`install_signal_handlers` replaced (``main()`` called in-process, e.g. by tests)."""
+    for sig, handler in previous.items():
+        signal.signal(sig, handler)
 
 
 def debug_requested(argv: Sequence[str]) -> bool:
@@ -169,7 +180,7 @@ def run(invoke: Callable[[list[str]], Any], argv: Sequence[str],
             traceback.print_exc()
 
     PROGRESS.reset()
-    install_signal_handlers()
+    previous = install_signal_handlers()
     try:
         return _exit_code_of(invoke(args))
     except SystemExit as e:  # sys.exit(1) from batch, --help, --version
@@ -208,6 +219,7 @@ def run(invoke: Callable[[list[str]], Any], argv: Sequence[str],
         say(_internal(e, debug))
         return EXIT_FAILED
     finally:
+        restore_signal_handlers(previous)
         sys.stdout.flush()
 
 
