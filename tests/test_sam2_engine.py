@@ -74,12 +74,16 @@ def test_track_checks_arguments(tiny_model):
         loader.track(frames, [box], [1])
 
 
-def test_streaming_equals_whole_video(sam2_loader):
+@pytest.mark.parametrize("semantics", ["official", "causal"])
+def test_streaming_equals_whole_video(sam2_loader, semantics):
+    """With every prompt on the first frame both semantics of track_video are the stream, mask for mask."""
     frames = moving_shapes(16)
     box, _disc = shape_masks()
     prompts = [Prompt.from_mask(0, 1, box), Prompt.from_box(0, 2, (110, 55, 140, 80), fmt="xyxy")]
     streamed = list(sam2_loader.stream(frames, prompts))
+    sam2_loader.config.semantics = semantics
     whole = sam2_loader.track_video(frames, prompts)
+    assert whole.metadata["semantics"] == semantics
     assert [f.frame_idx for f in streamed] == list(range(16))
     for a, b in zip(streamed, whole.frames, strict=True):
         assert [m.to_rle() for m in a.masks] == [m.to_rle() for m in b.masks]
@@ -145,6 +149,8 @@ def test_objects_are_tracked_independently(sam2_loader):
 
 
 def test_object_added_mid_video_is_tracked_backward_too(sam2_loader):
+    """Causal semantics: a later prompt takes effect when reached; a backward pass fills the frames before."""
+    sam2_loader.config.semantics = "causal"
     frames = moving_shapes(14)
     box, _disc = shape_masks()
     _yy, _xx = np.mgrid[:96, :160]
@@ -172,7 +178,7 @@ def test_object_added_mid_video_is_tracked_backward_too(sam2_loader):
     for a, b in zip(only_late.frames, whole.frames, strict=True):
         assert a.mask_for(2).to_rle() == b.mask_for(2).to_rle()
 
-    no_back = create_tracking_loader("sam2.1-tiny", TrackingConfig(device="cpu", backward=False))
+    no_back = create_tracking_loader("sam2.1-tiny", TrackingConfig(device="cpu", backward=False, semantics="causal"))
     no_back.load(model=sam2_loader.engine.model)
     assert [f.object_ids for f in no_back.track_video(frames, prompts).frames[:6]] == [[1]] * 6
 

@@ -281,9 +281,11 @@ def test_stream_yields_online_masks_and_late_prompt_backward(tiny_model):
 
 
 def test_reprompt_restarts_the_tree(tiny_model):
+    """Causal semantics: the second prompt is reached during tracking and restarts the tree there."""
     frames = moving_shapes(8)
     box, _ = shape_masks()
     loader = _loader(tiny_model, mode="offline", record_choices=True)
+    loader.config.semantics = "causal"
     res = loader.track_video(frames, [Prompt.from_mask(0, 1, box), Prompt.from_mask(4, 1, box)])
     st = loader.last_session.tracks[1].policy_state
     assert [c["frame"] for c in st.choices if c["first"]] == [1, 5]

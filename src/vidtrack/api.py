@@ -2,9 +2,10 @@
 
 ``create_tracking_loader(name, config)`` returns a :class:`TrackingModelLoader`; ``load()`` it, then either
 ``track(frames, initial_masks, object_ids)`` (the original module's call: a list of frames and first-frame
-masks), ``track_video(source, prompts)`` (any source, prompts on any frame, backward pass for objects that
-appear later), ``stream(source, prompts)`` (yields each frame as soon as it is computed) or
-``open_stream(height, width)`` (push frames and prompts yourself, e.g. from a camera).
+masks), ``track_video(source, prompts)`` (any source, prompts on any frame; by default Meta's semantics, where
+every prompt is processed first, see ``TrackingConfig.semantics``), ``stream(source, prompts)`` (yields each
+frame as soon as it is computed; causal: a prompt takes effect when its frame is reached) or
+``open_stream(height, width)`` (push frames and prompts yourself, e.g. from a camera; causal).
 """
 
 from __future__ import annotations
@@ -43,6 +44,10 @@ class TrackingConfig:
         device: ``"auto"`` (CUDA, then MPS, then CPU), ``"cpu"``, ``"cuda"``, ``"cuda:1"``...
         cache_dir: Hugging Face cache folder for Hub weights.
         checkpoint_path: a Meta ``sam2.1_hiera_*.pt``/``.safetensors`` file or a transformers-format folder.
+        model_config: Meta's yaml model config of a Meta checkpoint of a custom architecture (fine-tuned at
+            another input size, other Hiera depth/width): head counts, global-attention blocks, windows and the
+            input size are only there. When None, ``<checkpoint name>.yaml`` beside the file is used if present,
+            else the released size of the same shape at 1024 px.
         dtype: weight dtype, ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (float32 weights; on CUDA
             the model then runs under autocast, see ``autocast``).
         autocast: ``"auto"`` (with ``dtype="auto"`` on CUDA: bfloat16 on GPUs of compute capability >= 8.0,
@@ -55,7 +60,15 @@ class TrackingConfig:
         resize: frame resizing, ``"transformers"`` (transformers' processor, default) or ``"official"`` (Meta's
             loader: PIL resize), see :mod:`vidtrack.engines.sam2.preprocess`.
         policy_options: overrides for the memory policy (e.g. ``{"kf_score_weight": 0.15}`` for SAMURAI).
-        backward: for objects first prompted after the first frame, also track backward to the first frame.
+        semantics: how :meth:`~TrackingModelLoader.track_video` and ``track`` treat prompts on several frames
+            (docs/SEMANTICS.md). ``"official"`` (default): Meta's ``SAM2VideoPredictor`` order -- every prompt
+            is processed first, tracking starts at the earliest prompted frame of any object, every frame of an
+            object attends to all its prompted frames (also later ones). ``"causal"``: a prompt takes effect
+            when its frame is reached, as in ``stream``/``open_stream`` (always causal). Both give the same
+            masks when every prompt is on the first frame. SAM 2 family only.
+        backward: frames before the earliest prompt. ``"official"``: also run Meta's reverse propagation from
+            the frame before the earliest prompted frame down to the first frame. ``"causal"``: track objects
+            first prompted after the first frame backward to the first frame.
         threads: CPU threads for torch; None uses ``OMP_NUM_THREADS`` if set, else the CPUs this process may use
             (affinity-aware, so a container or Ray worker limited to N CPUs uses N threads).
         max_batch: how many object hypotheses (objects, SAM2Long pathways) go through memory attention, the
@@ -69,11 +82,13 @@ class TrackingConfig:
     device: str = "auto"
     cache_dir: str | None = None
     checkpoint_path: str | None = None
+    model_config: str | None = None
     dtype: str = "auto"
     download: bool = False
     resize: str = "transformers"
     policy_options: dict[str, Any] = field(default_factory=dict)
     backward: bool = True
+    semantics: str = "official"
     threads: int | None = None
     max_batch: int | None = None
     autocast: str = "auto"
@@ -82,6 +97,9 @@ class TrackingConfig:
 
 
 ProgressFn = Callable[[TrackingFrame], None]
+
+SEMANTICS = ("official", "causal")
+"""Values of :attr:`TrackingConfig.semantics` (docs/SEMANTICS.md)."""
 
 
 class TrackingModelLoader(ABC):
@@ -130,7 +148,9 @@ class TrackingModelLoader(ABC):
         end: int | None = None,
         progress: ProgressFn | None = None,
     ) -> TrackingResult:
-        """Track a whole video; objects first prompted after the first frame are also tracked backward."""
+        """Track a whole video. Prompts on several frames follow ``config.semantics`` (default: Meta's
+        predictor, every prompt first); frames before the earliest prompt follow ``config.backward``. The
+        result's ``metadata["semantics"]`` says which semantics produced it."""
 
     def track(
         self,

@@ -58,6 +58,8 @@ def track(
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
     model: Annotated[str, typer.Option("--model", "-m", help="model name, see `vidtrack models`")] = "sam2.1-tiny",
     checkpoint: Annotated[str | None, typer.Option(help="Meta .pt/.safetensors file or transformers folder")] = None,
+    model_config: Annotated[str | None, typer.Option(help="Meta's yaml model config of a custom-size --checkpoint "
+                                                          "(default: <checkpoint>.yaml beside it, if any)")] = None,
     mask: Annotated[list[Path] | None, typer.Option(help="mask PNG (palette PNG: one object per index); "
                                                       "frame taken from a numeric file name unless --frame")] = None,
     box: Annotated[str | None, typer.Option(help="box x,y,w,h in pixels")] = None,
@@ -79,7 +81,13 @@ def track(
     end: Annotated[int | None, typer.Option(help="stop before this frame")] = None,
     cache_dir: Annotated[str | None, typer.Option(help="Hugging Face cache folder")] = None,
     download: Annotated[bool, typer.Option(help="allow downloading weights from the Hub")] = False,
-    backward: Annotated[bool, typer.Option(help="track later-prompted objects back to the first frame")] = True,
+    backward: Annotated[bool, typer.Option(help="also fill the frames before the earliest prompt (official: Meta's "
+                                           "reverse propagation; causal: later-prompted objects back to the first "
+                                           "frame)")] = True,
+    semantics: Annotated[str, typer.Option(help="prompts on several frames: official (Meta's predictor: every "
+                                           "prompt first, tracking from the earliest prompted frame) or causal "
+                                           "(a prompt takes effect when its frame is reached), see "
+                                           "docs/SEMANTICS.md")] = "official",
     resize: Annotated[str, typer.Option(help="frame resize: transformers or official")] = "transformers",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
     formats: Annotated[str, typer.Option("--format", "-f", help="output formats, comma-separated: rle-json, "
@@ -89,7 +97,7 @@ def track(
                                               "(truncated) is an error, not a warning")] = False,
 ) -> None:
     """Track objects through a video and write the chosen formats (default: COCO-RLE JSON masks.json) to --out."""
-    from vidtrack.api import PromptSchedule, TrackingConfig, check_prompts, create_tracking_loader
+    from vidtrack.api import SEMANTICS, PromptSchedule, TrackingConfig, check_prompts, create_tracking_loader
     from vidtrack.catalog import resolve_model
     from vidtrack.cli_export import check_formats, write_formats
     from vidtrack.export.atomic import atomic_write
@@ -108,6 +116,8 @@ def track(
         plist += load_prompts_json(prompts)
     if not plist:
         raise InputError("no prompt given; pass --mask PNG, --box x,y,w,h, --points 'x,y;...' or --prompts FILE")
+    if semantics not in SEMANTICS:
+        raise InputError(f"--semantics must be one of {', '.join(SEMANTICS)}; got {semantics!r}")
 
     src = open_source(source, stride=stride, start=start, end=end)
     height, width = src.probe_size()
@@ -118,9 +128,9 @@ def track(
     check_output_dir(out_dir)
     requested = resolve_model(model).name
     config = TrackingConfig(model_id=model, device=device, dtype=dtype, checkpoint_path=checkpoint,
-                            cache_dir=cache_dir, download=download, backward=backward, resize=resize,
-                            autocast=autocast, compile=compile, encoder_ahead=encoder_ahead, threads=threads,
-                            max_batch=max_batch)
+                            model_config=model_config, cache_dir=cache_dir, download=download, backward=backward,
+                            semantics=semantics, resize=resize, autocast=autocast, compile=compile,
+                            encoder_ahead=encoder_ahead, threads=threads, max_batch=max_batch)
     loader = create_tracking_loader(model, config)
     PROGRESS.where = f"while loading {loader.name}"
     t0 = time.perf_counter()

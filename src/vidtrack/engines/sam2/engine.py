@@ -439,6 +439,18 @@ class Sam2Session:
     ``reverse``). A prompt for an object on a frame makes that frame a conditioning frame for it, processed
     like the official predictor processes prompts given before propagation: without memory, kept in memory
     for the rest of the video.
+
+    Two ways to give prompts (docs/SEMANTICS.md):
+
+    * **causal** -- pass them to :meth:`step` with their frame: the frame becomes a conditioning frame when it
+      is reached, and frames before it never see it (streaming);
+    * **official** -- hand every prompt to :meth:`add_prompts` *before* the first :meth:`step`, as Meta's
+      ``SAM2VideoPredictor`` does (``add_new_mask`` / ``add_new_points_or_box``, then the memory encoding of
+      ``propagate_in_video_preflight``). Every object is then tracked from the first stepped frame on, and
+      every tracked frame attends to all of the object's conditioning frames, later ones included (object
+      pointers only from those already passed in the direction of travel, ``only_obj_ptrs_in_the_past_for_eval``).
+      Stepping a frame that is already a conditioning frame of an object neither recomputes nor returns that
+      object (its output came from :meth:`add_prompts`), like ``propagate_in_video``.
     """
 
     def __init__(
@@ -483,6 +495,102 @@ class Sam2Session:
         with self.engine.autocast():
             return self._step(frame_idx, frame, prompts, features)
 
+    @torch.inference_mode()
+    def add_prompts(
+        self, frame_idx: int, frame: np.ndarray, prompts: Iterable[Prompt], features: ImageFeatures | None = None,
+    ) -> tuple[list[ObjectOutput], StepTimings]:
+        """Official semantics: process one frame's prompts as initial conditioning frames before propagation.
+
+        What Meta's predictor does for prompts added before ``propagate_in_video``: each prompted object's
+        output on this frame is computed without memory (``is_init_cond_frame``), and its memory is encoded
+        from that output (``propagate_in_video_preflight``). Call it for every prompted frame, in increasing
+        frame order (policies note an object's first prompt), before the first :meth:`step`. Returns the
+        prompted objects' outputs; :meth:`step` will not recompute them.
+        """
+        if self.last_frame is not None:
+            raise InputError("add_prompts must be called before the first frame is stepped; pass later prompts "
+                             "to step() with their frame (causal)")
+        with self.engine.autocast():
+            timings = StepTimings()
+            by_obj = self._prompts_by_object(frame_idx, prompts)
+            if not by_obj:
+                return [], timings
+            self._check_size(frame_idx, frame)
+            feats = self._features(frame, features, timings)
+            outputs, to_memorise = self._apply_prompts(frame_idx, feats, by_obj, timings)
+            self._memorise(feats, to_memorise, timings)
+            return outputs, timings
+
+    def seed_object(self, object_id: int, cond: dict[int, FrameRecord], non_cond: dict[int, FrameRecord]) -> None:
+        """Start an object with records another pass stored (before the first :meth:`step`).
+
+        Meta's reverse propagation after a forward one runs on the same state: it reads the object's
+        conditioning frames and the non-conditioning memories and pointers the forward pass left next to its
+        start. The conditioning records are shared (never modified); the policy sees them in frame order."""
+        if self.last_frame is not None:
+            raise InputError("seed_object must be called before the first frame is stepped")
+        track = self._track(object_id)
+        for t in sorted(cond):
+            track.cond[t] = cond[t]
+            self.policy.record_stored(track, cond[t])
+        for t in sorted(non_cond):
+            track.non_cond[t] = non_cond[t]
+
+    def _features(self, frame: np.ndarray, features: ImageFeatures | None, timings: StepTimings) -> ImageFeatures:
+        if features is not None:
+            return features
+        t0 = time.perf_counter()
+        feats = self.engine.encode_image(self.engine.preprocess(frame))
+        timings.add("image_encoder", time.perf_counter() - t0)
+        return feats
+
+    def _check_size(self, frame_idx: int, frame: np.ndarray) -> None:
+        if frame.shape[:2] != (self.height, self.width):
+            raise InputError(
+                f"frame {frame_idx} is {frame.shape[1]}x{frame.shape[0]} but the video is "
+                f"{self.width}x{self.height}; every frame of a video must have the same size"
+            )
+
+    def _track(self, obj_id: int) -> ObjectTrack:
+        track = self.tracks.get(obj_id)
+        if track is None:
+            track = ObjectTrack(obj_id, reverse=self.reverse)
+            track.policy_state = self.policy.new_object_state(obj_id)
+            self.tracks[obj_id] = track
+        return track
+
+    def _apply_prompts(
+        self, frame_idx: int, feats: ImageFeatures, by_obj: dict[int, Prompt], timings: StepTimings
+    ) -> tuple[list[ObjectOutput], list[tuple[FrameRecord, torch.Tensor, bool]]]:
+        """Each prompted object's output on its (new) conditioning frame, and the records to memorise."""
+        outputs: list[ObjectOutput] = []
+        to_memorise: list[tuple[FrameRecord, torch.Tensor, bool]] = []
+        for obj_id in sorted(by_obj):
+            track = self._track(obj_id)
+            out, rec, hi = self._prompted_frame(track, frame_idx, feats, by_obj[obj_id], timings)
+            track.cond[frame_idx] = rec
+            self.policy.record_stored(track, rec)
+            to_memorise.append((rec, hi, True))
+            outputs.append(out)
+        return outputs, to_memorise
+
+    def _memorise(
+        self, feats: ImageFeatures, to_memorise: list[tuple[FrameRecord, torch.Tensor, bool]], timings: StepTimings
+    ) -> None:
+        """The memory encoder for every record of this frame, batched (prompted frames binarised first)."""
+        eng = self.engine
+        t0 = time.perf_counter()
+        for binarize in (True, False):
+            group = [x for x in to_memorise if x[2] is binarize]
+            for c in range(0, len(group), eng.max_batch):
+                chunk = group[c : c + eng.max_batch]
+                masks = torch.cat([hi for _, hi, _ in chunk], dim=0)
+                logits = torch.tensor([[r.object_score_logit] for r, _, _ in chunk], device=eng.device)
+                mem = eng.encode_memory(feats, masks, logits, binarize)
+                for i, (rec, _, _) in enumerate(chunk):
+                    rec.maskmem_features = mem[:, i : i + 1].clone()
+        timings.add("memory_encoder", time.perf_counter() - t0)
+
     def _step(
         self, frame_idx: int, frame: np.ndarray, prompts: Iterable[Prompt], features: ImageFeatures | None
     ) -> tuple[list[ObjectOutput], StepTimings]:
@@ -490,46 +598,29 @@ class Sam2Session:
         timings = StepTimings()
         self._check_order(frame_idx)
         by_obj = self._prompts_by_object(frame_idx, prompts)
-        if not by_obj and not any(t.started for t in self.tracks.values()):
+        # objects to track here: started, not prompted now, and not on a conditioning frame of theirs given
+        # beforehand (official semantics: that frame's output came from add_prompts)
+        to_track = [t for _, t in sorted(self.tracks.items())
+                    if t.started and t.object_id not in by_obj and frame_idx not in t.cond]
+        if not by_obj and not to_track:
+            for track in self.tracks.values():
+                self.policy.prune(track, frame_idx)
             self.last_frame = frame_idx
             return [], timings
-        if frame.shape[:2] != (self.height, self.width):
-            raise InputError(
-                f"frame {frame_idx} is {frame.shape[1]}x{frame.shape[0]} but the video is "
-                f"{self.width}x{self.height}; every frame of a video must have the same size"
-            )
+        self._check_size(frame_idx, frame)
+        feats = self._features(frame, features, timings)
 
-        if features is None:
-            t0 = time.perf_counter()
-            feats = eng.encode_image(eng.preprocess(frame))
-            timings.add("image_encoder", time.perf_counter() - t0)
-        else:
-            feats = features
-
-        by_id: dict[int, ObjectOutput] = {}
-        to_memorise: list[tuple[FrameRecord, torch.Tensor, bool]] = []  # (record, high-res logits, binarize)
+        prompted, to_memorise = self._apply_prompts(frame_idx, feats, by_obj, timings)
+        by_id: dict[int, ObjectOutput] = {o.object_id: o for o in prompted}
         tracked: list[tuple[ObjectTrack, list[MemoryRead], bool]] = []  # (track, reads, policy-owned step)
-        for obj_id in sorted(set(self.tracks) | set(by_obj)):
-            track = self.tracks.get(obj_id)
-            if track is None:
-                track = ObjectTrack(obj_id, reverse=self.reverse)
-                track.policy_state = self.policy.new_object_state(obj_id)
-                self.tracks[obj_id] = track
-            prompt = by_obj.get(obj_id)
-            if prompt is not None:
-                out, rec, hi = self._prompted_frame(track, frame_idx, feats, prompt, timings)
-                track.cond[frame_idx] = rec
-                self.policy.record_stored(track, rec)
-                to_memorise.append((rec, hi, True))
-                by_id[obj_id] = out
-            elif track.started:
-                reads = self.policy.memory_reads(self, track, frame_idx)
-                if reads is None:
-                    read = MemoryRead(self.policy.memory_frames(track, frame_idx),
-                                      self.policy.pointer_frames(track, frame_idx, self.max_ptrs))
-                    tracked.append((track, [read], False))
-                else:
-                    tracked.append((track, reads, True))
+        for track in to_track:
+            reads = self.policy.memory_reads(self, track, frame_idx)
+            if reads is None:
+                read = MemoryRead(self.policy.memory_frames(track, frame_idx),
+                                  self.policy.pointer_frames(track, frame_idx, self.max_ptrs))
+                tracked.append((track, [read], False))
+            else:
+                tracked.append((track, reads, True))
 
         # every object's (and hypothesis') memory attention and decoder, batched
         cfg = eng.config
@@ -549,18 +640,7 @@ class Sam2Session:
                 to_memorise.append((rec, hi, False))
             by_id[track.object_id] = out
         outputs = [by_id[k] for k in sorted(by_id)]
-
-        t0 = time.perf_counter()
-        for binarize in (True, False):
-            group = [x for x in to_memorise if x[2] is binarize]
-            for c in range(0, len(group), eng.max_batch):
-                chunk = group[c : c + eng.max_batch]
-                masks = torch.cat([hi for _, hi, _ in chunk], dim=0)
-                logits = torch.tensor([[r.object_score_logit] for r, _, _ in chunk], device=eng.device)
-                mem = eng.encode_memory(feats, masks, logits, binarize)
-                for i, (rec, _, _) in enumerate(chunk):
-                    rec.maskmem_features = mem[:, i : i + 1].clone()
-        timings.add("memory_encoder", time.perf_counter() - t0)
+        self._memorise(feats, to_memorise, timings)
 
         t0 = time.perf_counter()
         for track in self.tracks.values():

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+import itertools
 import tempfile
 import time
 from collections.abc import Callable, Iterable, Iterator
@@ -12,6 +14,7 @@ import numpy as np
 import torch
 
 from vidtrack.api import (
+    SEMANTICS,
     ProgressFn,
     PromptSchedule,
     TrackingConfig,
@@ -24,6 +27,7 @@ from vidtrack.catalog import ModelSpec
 from vidtrack.engines.sam2.checkpoints import spec_for_weights
 from vidtrack.engines.sam2.engine import Sam2Engine, Sam2Session
 from vidtrack.engines.sam2.runtime import EncoderAhead, apply_cpu_threads, compile_model, resolve_precision
+from vidtrack.engines.sam2.state import FrameRecord
 from vidtrack.engines.sam2.weights import load_sam2_model
 from vidtrack.errors import InputError, NotLoadedError
 from vidtrack.policies import make_policy
@@ -93,6 +97,7 @@ class Sam2Loader(TrackingModelLoader):
             config.encoder_ahead == "auto" and self.device.type == "cuda")
         if config.resize not in ("transformers", "official"):
             raise InputError(f"resize must be 'transformers' or 'official'; got {config.resize!r}")
+        _check_semantics(config.semantics)
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -110,6 +115,7 @@ class Sam2Loader(TrackingModelLoader):
                 size=self.spec.size,
                 hub_id=self.spec.hub_id,
                 checkpoint_path=self.config.checkpoint_path,
+                model_config=self.config.model_config,
                 cache_dir=self.config.cache_dir,
                 download=self.config.download,
                 device=self.device,
@@ -210,9 +216,24 @@ class Sam2Loader(TrackingModelLoader):
         progress: ProgressFn | None = None,
     ) -> TrackingResult:
         started = time.perf_counter()
+        semantics = _check_semantics(self.config.semantics)
         plist = check_prompts(prompts)
         src = open_source(source, stride=stride, start=start, end=end)
         height, width = src.probe_size()
+        if semantics == "official":
+            frames = self._track_official(src, plist, height, width, progress)
+        else:
+            frames = self._track_causal(src, plist, start, height, width, progress)
+        extra = self.last_session.policy.result_metadata() if self.last_session is not None else {}
+        return finish_result(frames, width, height, self.name, started, policy=self.spec.policy,
+                             semantics=semantics, backward=self.config.backward, **extra)
+
+    def _track_causal(
+        self, src: FrameSource, plist: list[Prompt], start: int, height: int, width: int,
+        progress: ProgressFn | None,
+    ) -> list[TrackingFrame]:
+        """Prompts take effect when their frame is reached (the stream, collected); with ``backward``, objects
+        first prompted after the first frame are then tracked back to it in one reverse pass."""
         first_prompt = first_prompt_frames(plist)
         late = {o: f for o, f in first_prompt.items() if f > start}  # first prompted after the first frame
         frames: list[TrackingFrame] = []
@@ -226,9 +247,143 @@ class Sam2Loader(TrackingModelLoader):
                 _apply_revisions(frames, session.final_masks(), lambda pos, oid: True)
             if self.config.backward:
                 self._backward(frames, plist, late, cache, height, width)
-        extra = self.last_session.policy.result_metadata() if self.last_session is not None else {}
-        return finish_result(frames, width, height, self.name, started, policy=self.spec.policy,
-                             backward=self.config.backward, **extra)
+        return frames
+
+    def _track_official(
+        self, src: FrameSource, prompts: list[Prompt], height: int, width: int, progress: ProgressFn | None
+    ) -> list[TrackingFrame]:
+        """Meta's ``SAM2VideoPredictor`` order of work (docs/SEMANTICS.md):
+
+        1. every prompt is processed first, as an initial conditioning frame without memory, and memorised
+           (``add_new_mask`` / ``add_new_points_or_box``, then ``propagate_in_video_preflight``). The source is
+           read once, up to the last prompted frame; the frames that will be needed again (from the earliest
+           prompted frame ``s`` on, and before it when ``backward``) are spilled to a temporary file, never
+           held in RAM;
+        2. ``propagate_in_video``: forward from ``s`` to the end, every object tracked from ``s`` (also those
+           first prompted later), each attending to all its conditioning frames; the spilled frames are
+           replayed, then the source is read on;
+        3. with ``backward`` and ``s`` after the first frame: ``propagate_in_video(start_frame_idx=s - 1,
+           reverse=True)`` on the same state, i.e. backward from ``s - 1`` to the first frame reading the
+           conditioning frames and the memories the forward pass stored for ``s .. s + 14`` (kept aside as it
+           passed them: at most 15 records per object).
+        """
+        eng = self._engine()
+        if not prompts:
+            raise InputError("no prompts: give at least one mask, box or points prompt")
+        schedule = PromptSchedule(prompts, src)
+        session = eng.new_session(self.new_policy(), height, width, num_frames=src.num_frames)
+        self.last_session = session
+        first_src = min(p.frame_idx for p in prompts)
+        last_src = max(p.frame_idx for p in prompts)
+        frames: list[TrackingFrame] = []
+        it = iter(src)
+        try:
+            with _FrameCache(last_src, first_src if not self.config.backward else None) as cache:
+                # 1. prompts first: read up to the last prompted frame, spilling what will be read again
+                frame_idx = -1
+                for frame_idx, frame in it:
+                    pos = len(frames)
+                    cache.offer(pos, frame_idx, frame)
+                    here = [p.at(pos) for p in schedule.at(frame_idx)]
+                    t0 = time.perf_counter()
+                    outputs, timings = session.add_prompts(pos, frame, here)
+                    masks = session.to_tracking_masks(outputs)
+                    frames.append(TrackingFrame(frame_idx, masks, {m.object_id: m.occluded for m in masks},
+                                                time.perf_counter() - t0, dict(timings.stages)))
+                    if frame_idx >= last_src:
+                        break
+                if not frames:
+                    raise InputError(f"no frames in {src.name}")
+                schedule.check_all_reached(frame_idx)
+                s = min(min(t.cond) for t in session.tracks.values())  # the earliest prompted position
+                if s > 0 and not self.config.backward and progress is not None:
+                    for tf in frames[:s]:  # nothing will be computed for these
+                        progress(tf)
+
+                # 2. forward from the earliest prompted frame
+                replay = ((frames[pos].frame_idx, cache.get(pos)) for pos in range(s, len(frames)))
+                seed = self._forward_official(session, s, itertools.chain(replay, it), frames, progress,
+                                              keep_for_reverse=self.config.backward and s > 0)
+                _apply_revisions(frames, session.final_masks(), lambda pos, oid: pos >= s)
+
+                # 3. backward from s - 1, on the forward pass's state
+                if self.config.backward and s > 0:
+                    self._reverse_official(session, seed, s, frames, cache, progress)
+        finally:
+            src.close()
+        return frames
+
+    def _forward_official(
+        self,
+        session: Sam2Session,
+        s: int,
+        source: Iterator[tuple[int, np.ndarray]],
+        frames: list[TrackingFrame],
+        progress: ProgressFn | None,
+        keep_for_reverse: bool,
+    ) -> dict[int, dict[int, FrameRecord]]:
+        """Step 2 of :meth:`_track_official`; returns, per object, the non-conditioning records of positions
+        ``s .. s + max_ptrs - 2`` as they were when stored (what a reverse pass from ``s - 1`` reads)."""
+        eng = self._engine()
+        seed: dict[int, dict[int, FrameRecord]] = {}
+        frames_in: Iterable[tuple[int, np.ndarray, Any, float]] = (
+            EncoderAhead(eng, source) if self.encoder_ahead else ((i, f, None, 0.0) for i, f in source)
+        )
+        pos = s
+        t_wait = time.perf_counter()
+        for frame_idx, frame, feats, enc_s in frames_in:
+            wait = time.perf_counter() - t_wait
+            t0 = time.perf_counter()
+            outputs, timings = session.step(pos, frame, features=feats)
+            masks = session.to_tracking_masks(outputs)
+            elapsed = time.perf_counter() - t0
+            stages = {"decode": wait, **timings.stages}
+            if feats is not None:
+                stages["image_encoder"] = enc_s
+            if pos < len(frames):  # a replayed frame: it may hold prompted objects' masks already
+                tf = frames[pos]
+                _merge(tf, masks, elapsed, stages)
+            else:
+                tf = TrackingFrame(frame_idx, masks, {m.object_id: m.occluded for m in masks}, elapsed, stages)
+                frames.append(tf)
+            if keep_for_reverse and pos - s < session.max_ptrs - 1:
+                for oid, track in session.tracks.items():
+                    rec = track.non_cond.get(pos)
+                    if rec is not None:  # a copy: later pruning drops the original's spatial memory
+                        kept = dataclasses.replace(rec)
+                        if pos - s >= eng.num_maskmem - 1:  # read backward for its pointer only
+                            kept.maskmem_features = None
+                        seed.setdefault(oid, {})[pos] = kept
+            if progress is not None:
+                progress(tf)
+            pos += 1
+            t_wait = time.perf_counter()
+        return seed
+
+    def _reverse_official(
+        self,
+        forward: Sam2Session,
+        seed: dict[int, dict[int, FrameRecord]],
+        s: int,
+        frames: list[TrackingFrame],
+        cache: _FrameCache,
+        progress: ProgressFn | None,
+    ) -> None:
+        """Step 3 of :meth:`_track_official`: Meta's reverse propagation from ``s - 1`` down to the first frame."""
+        eng = self._engine()
+        session = eng.new_session(self.new_policy(), forward.height, forward.width, num_frames=len(frames),
+                                  reverse=True)
+        for oid, ftrack in sorted(forward.tracks.items()):
+            session.seed_object(oid, ftrack.cond, seed.get(oid, {}))
+        for pos in range(s - 1, -1, -1):
+            tf = frames[pos]
+            t0 = time.perf_counter()
+            outputs, timings = session.step(pos, cache.get(pos))
+            masks = session.to_tracking_masks(outputs)
+            _merge(tf, masks, time.perf_counter() - t0, {f"backward_{k}": v for k, v in timings.stages.items()})
+            if progress is not None:
+                progress(tf)
+        _apply_revisions(frames, session.final_masks(), lambda pos, oid: pos < s)
 
     def _backward(
         self,
@@ -269,6 +424,23 @@ class Sam2Loader(TrackingModelLoader):
         _apply_revisions(frames, session.final_masks(), lambda pos, oid: pos < pos_of[late[oid]])
 
 
+def _check_semantics(value: str) -> str:
+    if value not in SEMANTICS:
+        raise InputError(f"semantics must be one of {', '.join(SEMANTICS)}; got {value!r}")
+    return value
+
+
+def _merge(tf: TrackingFrame, masks: list[TrackingMask], seconds: float, stages: dict[str, float]) -> None:
+    """Add one pass's masks and time to a frame that already exists (prompted objects, or the other pass)."""
+    for m in masks:
+        tf.masks.append(m)
+        tf.occlusions[m.object_id] = m.occluded
+    tf.masks.sort(key=lambda m: m.object_id)
+    tf.processing_time += seconds
+    for k, v in stages.items():
+        tf.timings[k] = tf.timings.get(k, 0.0) + v
+
+
 def _apply_revisions(
     frames: list[TrackingFrame], revised: dict[int, list[TrackingMask]], allowed: Callable[[int, int], bool]
 ) -> None:
@@ -284,16 +456,20 @@ def _apply_revisions(
 
 
 class _FrameCache:
-    """Frames needed again by the backward pass, spilled to a temporary file (never held in RAM).
+    """Frames needed again (by a backward pass, or replayed after the prompts were processed first), spilled
+    to a temporary file (never held in RAM).
 
-    Only frames before the last first-prompt of a later-appearing object are kept; nothing when there is none.
+    Only source frames ``first .. last`` are kept (``first`` None: from the start); nothing when ``last`` is
+    before the first frame. Positions are those of the processed sequence.
     """
 
-    def __init__(self, last_source_frame: int) -> None:
+    def __init__(self, last_source_frame: int, first_source_frame: int | None = None) -> None:
         self.last = last_source_frame
+        self.first = first_source_frame
         self._dir: tempfile.TemporaryDirectory[str] | None = None
         self._file: Any = None
         self._shape: tuple[int, ...] | None = None
+        self._first_pos: int | None = None
         self._count = 0
 
     def __enter__(self) -> _FrameCache:
@@ -306,19 +482,21 @@ class _FrameCache:
             self._dir.cleanup()
 
     def offer(self, pos: int, frame_idx: int, frame: np.ndarray) -> None:
-        if frame_idx > self.last:
+        if frame_idx > self.last or (self.first is not None and frame_idx < self.first):
             return
         if self._dir is None:
             self._dir = tempfile.TemporaryDirectory(prefix="vidtrack-frames-")
             self._file = open(Path(self._dir.name) / "frames.u8", "w+b")  # noqa: SIM115
             self._shape = frame.shape
-        assert pos == self._count and self._file is not None
+            self._first_pos = pos
+        assert self._first_pos is not None and pos == self._first_pos + self._count and self._file is not None
         self._file.write(np.ascontiguousarray(frame, dtype=np.uint8).tobytes())
         self._count += 1
 
     def get(self, pos: int) -> np.ndarray:
-        assert self._file is not None and self._shape is not None
+        assert self._file is not None and self._shape is not None and self._first_pos is not None
+        assert self._first_pos <= pos < self._first_pos + self._count, f"frame at position {pos} was not kept"
         n = int(np.prod(self._shape))
         self._file.flush()
-        self._file.seek(pos * n)
+        self._file.seek((pos - self._first_pos) * n)
         return np.frombuffer(bytearray(self._file.read(n)), dtype=np.uint8).reshape(self._shape)

@@ -3,7 +3,9 @@
 Meta's checkpoints (``sam2.1_hiera_{tiny,small,base_plus,large}.pt``, what SAMURAI and SAM2Long users have)
 are converted here, in our own code, by the rules of transformers' ``convert_sam2_video_to_hf.py`` (which is
 not shipped in the wheel): key renames, MLP re-indexing, and two tensor surgeries (the four point embeddings
-are concatenated into one table; the Gaussian PE matrix is used twice). The size is read off the checkpoint.
+are concatenated into one table; the Gaussian PE matrix is used twice). The architecture is read off the
+checkpoint (any Hiera depth and width) and, for what tensors do not record (heads, global-attention blocks,
+windows, input size), off Meta's yaml model config: custom and fine-tuned models ship one.
 
 Nothing here touches the network unless ``download=True``.
 """
@@ -13,9 +15,11 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 from transformers import Sam2VideoConfig, Sam2VideoModel
 
@@ -210,17 +214,183 @@ def convert_meta_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
 
 
 def detect_meta_size(state_dict: dict[str, torch.Tensor]) -> tuple[str, str]:
-    """(size, version) of a Meta checkpoint, read off its patch-embedding width and block count."""
-    w = state_dict.get("image_encoder.trunk.patch_embed.proj.weight")
+    """(size, version) of a Meta checkpoint of a released size, read off its patch-embedding width and block
+    count; ``size`` is ``"custom"`` for any other Hiera (see :func:`meta_checkpoint_config`)."""
+    hiera = hiera_from_state_dict(state_dict)
+    size = {(96, 12): "tiny", (96, 16): "small", (112, 24): "base-plus", (144, 48): "large"}.get(
+        (hiera.embed_dim, sum(hiera.stages)), "custom")
+    return size, meta_version(state_dict)
+
+
+def meta_version(state_dict: dict[str, torch.Tensor]) -> str:
+    """"2.1" or "2.0": only SAM 2.1 checkpoints carry the occlusion embedding ``no_obj_embed_spatial``."""
+    return "2.1" if "no_obj_embed_spatial" in state_dict else "2.0"
+
+
+@dataclass(frozen=True)
+class HieraShape:
+    """What a Meta checkpoint's weights say about its Hiera trunk: width, blocks per stage, the width of
+    each stage, the background grid of the windowed position embedding and the first stage's window."""
+
+    embed_dim: int
+    stages: tuple[int, ...]
+    dims: tuple[int, ...]
+    background: tuple[int, int]
+    first_window: int
+
+
+def hiera_from_state_dict(state_dict: dict[str, torch.Tensor]) -> HieraShape:
+    """Read the Hiera shape off the tensors (a stage opens at every block with a ``proj`` layer, which
+    projects to the next stage's width)."""
+    pre = "image_encoder.trunk."
+    w = state_dict.get(pre + "patch_embed.proj.weight")
     if w is None:
         raise WeightsError("not a SAM 2 checkpoint: no image_encoder.trunk.patch_embed.proj.weight")
-    blocks = {int(m.group(1)) for k in state_dict if (m := re.match(r"image_encoder\.trunk\.blocks\.(\d+)\.", k))}
-    width, n_blocks = int(w.shape[0]), len(blocks)
-    size = {(96, 12): "tiny", (96, 16): "small", (112, 24): "base-plus", (144, 48): "large"}.get((width, n_blocks))
-    if size is None:
-        raise WeightsError(f"unrecognised SAM 2 checkpoint (embed dim {width}, {n_blocks} Hiera blocks)")
-    version = "2.1" if "no_obj_embed_spatial" in state_dict else "2.0"
-    return size, version
+    block_key = re.compile(r"image_encoder\.trunk\.blocks\.(\d+)\.")
+    blocks = sorted({int(m.group(1)) for k in state_dict if (m := block_key.match(k))})
+    if not blocks or blocks != list(range(len(blocks))):
+        raise WeightsError("not a SAM 2 checkpoint: the Hiera blocks are not numbered 0..N-1")
+    starts = [0] + [i for i in blocks if i > 0 and f"{pre}blocks.{i}.proj.weight" in state_dict]
+    stages = tuple(b - a for a, b in zip(starts, [*starts[1:], len(blocks)], strict=True))
+    dims = tuple(int(state_dict[f"{pre}blocks.{i}.attn.qkv.weight"].shape[0]) // 3 for i in starts)
+    pos = state_dict.get(pre + "pos_embed")
+    win = state_dict.get(pre + "pos_embed_window")
+    if pos is None or win is None:
+        raise WeightsError("not a SAM 2 checkpoint: no Hiera position embeddings (pos_embed, pos_embed_window)")
+    return HieraShape(int(w.shape[0]), stages, dims, (int(pos.shape[-2]), int(pos.shape[-1])), int(win.shape[-1]))
+
+
+_RELEASED_TRUNKS: dict[tuple[int, tuple[int, ...]], dict[str, Any]] = {
+    # (embed_dim, stages) -> what the released yaml files say and the weights do not
+    (96, (1, 2, 7, 2)): {"num_heads": 1, "global_att_blocks": [5, 7, 9], "window_spec": [8, 4, 14, 7]},
+    (96, (1, 2, 11, 2)): {"num_heads": 1, "global_att_blocks": [7, 10, 13], "window_spec": [8, 4, 14, 7]},
+    (112, (2, 3, 16, 3)): {"num_heads": 2, "global_att_blocks": [12, 16, 20], "window_spec": [8, 4, 14, 7]},
+    (144, (2, 6, 36, 4)): {"num_heads": 2, "global_att_blocks": [23, 33, 43], "window_spec": [8, 4, 16, 8]},
+}
+_HIERA_DEFAULTS: dict[str, Any] = {
+    # ``sam2.modeling.backbones.hieradet.Hiera.__init__`` defaults: what a yaml that omits a key means
+    "embed_dim": 96, "num_heads": 1, "q_pool": 3, "q_stride": [2, 2], "stages": [2, 3, 16, 3], "dim_mul": 2.0,
+    "head_mul": 2.0, "window_pos_embed_bkg_spatial_size": [14, 14], "window_spec": [8, 4, 14, 7],
+    "global_att_blocks": [12, 16, 20],
+}
+
+
+def read_meta_model_yaml(path: str | Path) -> dict[str, Any]:
+    """The ``model`` section of one of Meta's yaml configs (``configs/sam2.1/*.yaml``, or a training config's
+    ``trainer.model``), with ``${a.b}`` references resolved. Only plain data is read; nothing is instantiated."""
+    import yaml
+
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise WeightsError(f"model config not found: {p} (pass the yaml the checkpoint was trained with)")
+    try:
+        root = yaml.safe_load(p.read_text())
+    except (yaml.YAMLError, UnicodeDecodeError) as e:
+        raise WeightsError(f"cannot read model config {p}: {_first_line(e)}") from None
+    if not isinstance(root, dict):
+        raise WeightsError(f"model config {p} is not a yaml mapping")
+    model = root.get("model")
+    if model is None and isinstance(root.get("trainer"), dict):
+        model = root["trainer"].get("model")
+    if not isinstance(model, dict):
+        raise WeightsError(f"model config {p} has no `model:` section (nor `trainer: model:`); is it a SAM 2 yaml?")
+
+    def resolve(v: Any, depth: int = 0) -> Any:
+        if isinstance(v, dict):
+            return {k: resolve(x, depth) for k, x in v.items()}
+        if isinstance(v, list):
+            return [resolve(x, depth) for x in v]
+        m = re.fullmatch(r"\$\{([^}]+)\}", v) if isinstance(v, str) else None
+        if m is None:
+            return v
+        node: Any = root
+        for part in m.group(1).split("."):
+            if not isinstance(node, dict) or part not in node or depth > 8:
+                raise WeightsError(f"model config {p}: cannot resolve {v}")
+            node = node[part]
+        return resolve(node, depth + 1)
+
+    out: dict[str, Any] = resolve(model)
+    return out
+
+
+def meta_checkpoint_config(
+    state_dict: dict[str, torch.Tensor], model_yaml: dict[str, Any] | None = None
+) -> Sam2VideoConfig:
+    """The transformers config of a Meta SAM 2.x checkpoint of any Hiera depth, width and input size.
+
+    From the weights: version (2.0/2.1), Hiera width and blocks per stage, the stage widths, the window
+    position-embedding grids, the number of memory-attention layers and their feed-forward width, the number
+    of memories. From the model yaml (``model_yaml``, see :func:`read_meta_model_yaml`): head counts,
+    global-attention blocks, window sizes and the input size, which no tensor shape records. Without a yaml,
+    those are taken from the released size of the same shape (1024 px); a custom shape needs the yaml.
+    """
+    version = meta_version(state_dict)
+    shape = hiera_from_state_dict(state_dict)
+    trunk: dict[str, Any]
+    if model_yaml is not None:
+        trunk = {**_HIERA_DEFAULTS, **((model_yaml.get("image_encoder") or {}).get("trunk") or {})}
+        trunk = {k: v for k, v in trunk.items() if not k.startswith("_")}
+        image_size = int(model_yaml.get("image_size", 1024))
+        said = (int(trunk["embed_dim"]), tuple(int(x) for x in trunk["stages"]))
+        if said != (shape.embed_dim, shape.stages):
+            raise WeightsError(
+                f"the model config describes Hiera embed_dim {said[0]} with stages {list(said[1])} but the checkpoint "
+                f"has embed_dim {shape.embed_dim} with stages {list(shape.stages)}; pass the yaml of this checkpoint")
+        for key, want in (("q_pool", 3), ("q_stride", [2, 2]), ("dim_mul", 2.0), ("head_mul", 2.0)):
+            if [float(x) for x in np.atleast_1d(trunk[key])] != [float(x) for x in np.atleast_1d(want)]:
+                raise WeightsError(f"Hiera {key}={trunk[key]} is not supported (transformers' Sam2 Hiera fixes it "
+                                   f"to {want})")
+    else:
+        known = _RELEASED_TRUNKS.get((shape.embed_dim, shape.stages))
+        if known is None:
+            raise WeightsError(
+                f"custom SAM 2 Hiera (embed dim {shape.embed_dim}, blocks per stage {list(shape.stages)}): its head "
+                "counts, global-attention blocks, window sizes and input size are not stored in the weights; give "
+                "the model's yaml config (put it beside the checkpoint as <checkpoint name>.yaml, or pass "
+                "--model-config PATH)")
+        trunk = {**_HIERA_DEFAULTS, **known, "window_pos_embed_bkg_spatial_size": list(shape.background)}
+        image_size = 1024
+    if image_size % 32:
+        raise WeightsError(f"image size must be a multiple of 32; got {image_size}")
+    n = len(shape.stages)
+    heads = [int(trunk["num_heads"] * 2**i) for i in range(n)]
+    windows = [int(x) for x in trunk["window_spec"]]
+    glob = [int(x) for x in trunk["global_att_blocks"]]
+    if len(windows) != n:
+        raise WeightsError(f"window_spec {windows} has {len(windows)} entries for {n} Hiera stages")
+    if windows[0] != shape.first_window or list(shape.background) != [int(x) for x in
+                                                                    trunk["window_pos_embed_bkg_spatial_size"]]:
+        raise WeightsError(
+            f"the model config's window_spec[0] {windows[0]} / background {trunk['window_pos_embed_bkg_spatial_size']} "
+            f"do not match the checkpoint's position embeddings ({shape.first_window}, {list(shape.background)})")
+    opens = set(np.cumsum([0, *shape.stages[:-1]]).tolist())
+    if any(b in opens and b > 0 for b in glob):
+        raise WeightsError(f"a global-attention block opens a Hiera stage ({glob}); transformers' Hiera cannot "
+                           "represent that")
+    hiera = {
+        "model_type": "sam2_hiera_det_model",
+        "hidden_size": shape.embed_dim,
+        "embed_dim_per_stage": list(shape.dims),
+        "num_attention_heads_per_stage": heads,
+        "blocks_per_stage": list(shape.stages),
+        "global_attention_blocks": glob,
+        "window_size_per_stage": windows,
+        "window_positional_embedding_background_size": list(shape.background),
+    }
+    layers = {int(m.group(1)) for k in state_dict if (m := re.match(r"memory_attention\.layers\.(\d+)\.", k))}
+    ffn = state_dict.get("memory_attention.layers.0.linear1.weight")
+    tpos = state_dict.get("maskmem_tpos_enc")
+    v21 = version == "2.1"
+    config = Sam2VideoConfig(
+        vision_config={"backbone_config": hiera, "backbone_channel_list": list(reversed(shape.dims))},
+        enable_temporal_pos_encoding_for_object_pointers=v21,
+        enable_occlusion_spatial_embedding=v21,
+        memory_attention_num_layers=len(layers) or 4,
+        memory_attention_feed_forward_hidden_size=int(ffn.shape[0]) if ffn is not None else 2048,
+        num_maskmem=int(tpos.shape[0]) if tpos is not None else 7,
+    )
+    return with_image_size(config, image_size) if image_size != 1024 else config
 
 
 def _first_line(e: BaseException) -> str:
@@ -247,18 +417,33 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
     return sd
 
 
-def load_meta_checkpoint(path: str | Path) -> Sam2VideoModel:
-    """Build a ``Sam2VideoModel`` from a Meta ``.pt`` / ``.safetensors`` file (original or transformers keys)."""
+def sidecar_model_config(checkpoint: str | Path) -> Path | None:
+    """``<checkpoint without suffix>.yaml`` beside a checkpoint, if there is one: where a custom or fine-tuned
+    checkpoint's Meta model config is looked for when none is given."""
+    p = Path(checkpoint).expanduser().with_suffix(".yaml")
+    return p if p.is_file() else None
+
+
+def load_meta_checkpoint(path: str | Path, model_config: str | Path | None = None) -> Sam2VideoModel:
+    """Build a ``Sam2VideoModel`` from a Meta ``.pt`` / ``.safetensors`` file (original keys) of any size.
+
+    The architecture comes from the weights and, for what they do not record (heads, global-attention blocks,
+    windows, input size), from Meta's yaml ``model_config``, else from ``<checkpoint>.yaml`` beside the file,
+    else from the released size of the same shape (see :func:`meta_checkpoint_config`).
+    """
     p = Path(path)
     if not p.is_file():
         raise WeightsError(f"checkpoint not found: {p}")
     sd = _read_state_dict(p)
     if any(k.startswith("vision_encoder.") for k in sd):
         raise WeightsError(f"{p} has transformers key names; pass the folder that holds it and its config.json")
-    size, version = detect_meta_size(sd)
-    model = Sam2VideoModel(sam2_config(size, version=version))
+    yaml_path = Path(model_config).expanduser() if model_config is not None else sidecar_model_config(p)
+    config = meta_checkpoint_config(sd, read_meta_model_yaml(yaml_path) if yaml_path is not None else None)
+    version = meta_version(sd)
+    model = Sam2VideoModel(config)
     converted = convert_meta_state_dict(sd)
-    load_state_dict_strict(model, converted, what=f"checkpoint {p}", expected=f"SAM {version} {size}")
+    load_state_dict_strict(model, converted, what=f"checkpoint {p}",
+                           expected=f"the SAM {version} architecture read from it (and its yaml)")
     return model.eval()
 
 
@@ -271,16 +456,21 @@ def load_sam2_model(
     download: bool = False,
     device: str | torch.device = "cpu",
     dtype: torch.dtype = torch.float32,
+    model_config: str | Path | None = None,
 ) -> Sam2VideoModel:
     """Load SAM 2.1 weights from, in order: ``checkpoint_path`` (a Meta file, or a transformers folder), then
-    the Hub id (from the local cache; from the network only when ``download=True``)."""
+    the Hub id (from the local cache; from the network only when ``download=True``). ``model_config``: Meta's
+    yaml for a Meta file of a custom architecture (see :func:`load_meta_checkpoint`)."""
+    if model_config is not None and (checkpoint_path is None or Path(checkpoint_path).expanduser().is_dir()):
+        raise WeightsError("a model config (yaml) applies to a Meta .pt/.safetensors checkpoint only; pass "
+                           "--checkpoint PATH to that file too")
     if checkpoint_path is not None:
         p = Path(checkpoint_path).expanduser()
         if p.is_dir():
             check_transformers_folder(p)
             model = _from_pretrained(str(p), cache_dir=None, local_only=True, what=f"folder {p}")
         elif p.is_file():
-            model = load_meta_checkpoint(p)
+            model = load_meta_checkpoint(p, model_config)
         else:
             raise WeightsError(f"checkpoint not found: {p} (pass a sam2.1_hiera_*.pt file or a transformers folder)")
     else:
