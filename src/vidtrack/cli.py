@@ -97,6 +97,7 @@ def track(
                                               "(truncated) is an error, not a warning")] = False,
 ) -> None:
     """Track objects through a video and write the chosen formats (default: COCO-RLE JSON masks.json) to --out."""
+    PROGRESS.where = "while checking the inputs"
     from vidtrack.api import SEMANTICS, PromptSchedule, TrackingConfig, check_prompts, create_tracking_loader
     from vidtrack.catalog import resolve_model
     from vidtrack.cli_export import check_formats, write_formats
