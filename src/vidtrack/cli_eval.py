@@ -103,7 +103,7 @@ class _Bar:
 
     def __call__(self, name: str, done: int, total: int) -> None:
         if name:
-            PROGRESS.where = f"{self.label} sequence {name} ({done + 1} of {total})"
+            PROGRESS.where = f"at sequence {name} ({done + 1} of {total})"
         if self.task is None:
             self.task = self.progress.add_task(self.label, total=total, seq="")
         self.progress.update(self.task, completed=done, seq=name)
