@@ -117,17 +117,21 @@ def test_meta_state_dict_with_a_wrong_shape_or_missing_weight_is_refused(tiny_mo
                                                  strict=True))
 
 
-@pytest.mark.parametrize("content", [b"not a checkpoint at all", b"\x80\x04garbage", b"PK\x03\x04garbage"])
+@pytest.mark.parametrize("content", [b"not a checkpoint at all", b"\x80\x04garbage", b"PK\x03\x04garbage", "cut"])
 def test_corrupt_checkpoint_message_never_suggests_unsafe_loading(tmp_path, content):
     from vidtrack.engines.sam2.weights import load_sam2_model
 
     p = tmp_path / "model.pt"
+    if content == "cut":  # a real checkpoint cut in half, like an interrupted download
+        torch.save({"model": {"w": torch.randn(4096)}}, p)
+        content = p.read_bytes()[: p.stat().st_size // 2]
     p.write_bytes(content)
     with pytest.raises(WeightsError) as e:
         load_sam2_model(size="tiny", hub_id="x", checkpoint_path=p)
     msg = str(e.value)
     assert msg.startswith(f"cannot read checkpoint {p}") and "\n" not in msg
     assert "weights_only" not in msg and "False" not in msg
+    assert "damaged or truncated" in msg  # our words, whatever torch raised
 
 
 def test_size_is_read_from_the_weights():

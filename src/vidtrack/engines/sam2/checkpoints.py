@@ -17,6 +17,7 @@ and returns a randomly initialised SAM 2, which then tracks and writes plausible
 from __future__ import annotations
 
 import contextlib
+import errno
 import json
 import os
 import socket
@@ -134,9 +135,9 @@ def unreadable_message(path: Path, exc: BaseException) -> str:
     elif "weights_only" in text or "Weights only load failed" in text or type(exc).__name__ == "UnpicklingError":
         why = ("not a plain PyTorch file of tensors: it is damaged or truncated, or it pickles other Python objects, "
                "which vidtrack never unpickles because that could run arbitrary code")
-    elif isinstance(exc, OSError) and exc.strerror:
-        why = exc.strerror
-    else:
+    elif isinstance(exc, OSError) and exc.errno in (errno.EACCES, errno.EPERM, errno.EISDIR):
+        why = exc.strerror or type(exc).__name__
+    else:  # a cut or damaged zip archive (torch.save's format) raises RuntimeError or OSError(EINVAL)
         why = f"not a readable PyTorch checkpoint (damaged or truncated? {type(exc).__name__})"
     return f"cannot read checkpoint {path}: {why}; pass a SAM 2.1 .pt/.safetensors file (e.g. sam2.1_hiera_tiny.pt)"
 
