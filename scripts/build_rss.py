@@ -73,7 +73,7 @@ def main() -> int:
         else:
             from vidtrack import Prompt
 
-            for _ in model.stream(frames_dir, [Prompt.from_box(0, 1, box)], end=n):  # type: ignore[attr-defined]
+            for _ in model.stream(frames_dir, [Prompt.from_box(0, 1, box, fmt="xyxy")], end=n):  # type: ignore[attr-defined]
                 pass
         r3, f3 = rss_mib()
         peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024

@@ -56,7 +56,7 @@ def main() -> None:
     if args.mask:
         prompts += [Prompt.from_mask(0, oid, m) for oid, m in read_mask_png(args.mask).items()]
     if args.box:
-        prompts.append(Prompt.from_box(0, args.obj_id, [float(v) for v in args.box.split(",")]))
+        prompts.append(Prompt.from_box(0, args.obj_id, [float(v) for v in args.box.split(",")], fmt="xyxy"))
     options = {}
     for item in args.policy_option:
         key, _, value = item.partition("=")

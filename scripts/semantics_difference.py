@@ -51,9 +51,11 @@ def cases(data: Path) -> dict[str, tuple[Path, list[Prompt]]]:
         "correction (car-shadow, mask on 0 and 8)": (
             davis / "JPEGImages/480p/car-shadow", [Prompt.from_mask(0, 1, gt(0)), Prompt.from_mask(8, 1, gt(8))]),
         "late object (judo, 1 on 0, 2 first on 5)": (
-            judo / "JPEGImages", [Prompt.from_mask(0, 1, palette(0, 1)), Prompt.from_box(5, 2, box_of(palette(5, 2)))]),
+            judo / "JPEGImages", [Prompt.from_mask(0, 1, palette(0, 1)),
+                                   Prompt.from_box(5, 2, box_of(palette(5, 2)), fmt="xyxy")]),
         "reverse (judo, 2 on 5, 3 on 8)": (
-            judo / "JPEGImages", [Prompt.from_box(5, 2, box_of(palette(5, 2))), Prompt.from_mask(8, 3, palette(8, 3))]),
+            judo / "JPEGImages", [Prompt.from_box(5, 2, box_of(palette(5, 2)), fmt="xyxy"),
+                                   Prompt.from_mask(8, 3, palette(8, 3))]),
     }
 
 

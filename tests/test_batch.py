@@ -425,3 +425,18 @@ def test_folder_without_prompt_files_and_option_errors(tmp_path, capsys):
     assert "unknown executor 'spark'" in line
     line = error_line(["batch", str(tmp_path / "v"), "--out", str(tmp_path / "o"), "--address", "x:1"], capsys)
     assert "--executor ray" in line
+
+
+def test_folder_given_as_a_relative_path(tmp_path, monkeypatch):
+    """`vidtrack batch clips --out out` from the folder above: every video and prompt file is found (the folder
+    used to be prefixed twice, clips/clips/a.json, and every video failed)."""
+    from vidtrack.batch import load_manifest
+
+    clips = tmp_path / "clips"
+    clips.mkdir()
+    write_video(clips / "a.mp4", moving_shapes(3))
+    (clips / "a.json").write_text(json.dumps([{"frame": 0, "object_id": 1, "box": [16, 27, 28, 22]}]))
+    monkeypatch.chdir(tmp_path)
+    (job,) = load_manifest("clips")
+    assert Path(job.source).resolve() == (clips / "a.mp4").resolve() and Path(job.source).is_file()
+    assert [p.box for p in job.load_prompts()] == [(16.0, 27.0, 44.0, 49.0)]

@@ -23,9 +23,9 @@ def _five_prompts(frames: list[np.ndarray]) -> list[Prompt]:
     return [
         Prompt.from_mask(0, 1, box),
         Prompt.from_mask(0, 2, disc),
-        Prompt.from_box(0, 3, (5, 5, 40, 30)),
-        Prompt.from_box(0, 4, (w - 50, 2, w - 3, 25)),
-        Prompt.from_box(3, 5, (60, 50, 100, 90)),
+        Prompt.from_box(0, 3, (5, 5, 40, 30), fmt="xyxy"),
+        Prompt.from_box(0, 4, (w - 50, 2, w - 3, 25), fmt="xyxy"),
+        Prompt.from_box(3, 5, (60, 50, 100, 90), fmt="xyxy"),
     ]
 
 

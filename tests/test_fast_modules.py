@@ -131,7 +131,7 @@ def _track(model, frames, boxes, *, stock: bool):
     session = eng.new_session(policy, *frames[0].shape[:2], num_frames=len(frames))
     out = []
     for i, f in enumerate(frames):
-        prompts = [Prompt.from_box(0, k + 1, b) for k, b in enumerate(boxes)] if i == 0 else []
+        prompts = [Prompt.from_box(0, k + 1, b, fmt="xyxy") for k, b in enumerate(boxes)] if i == 0 else []
         outputs, _ = session.step(i, f, prompts)
         out.append([(o.object_id, o.low_res_logits, o.iou, o.object_score_logit) for o in outputs])
     return out

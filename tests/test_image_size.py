@@ -41,7 +41,8 @@ def test_sizes_derived_from_image_size(checkpoint, size):
     frame = np.random.default_rng(0).integers(0, 255, (72, 96, 3), dtype=np.uint8)
     session = eng.new_session(loader.new_policy(), 72, 96)
     for i in range(3):
-        outs, _ = session.step(i, frame, [Prompt.from_box(0, 1, (10.0, 10.0, 60.0, 50.0))] if i == 0 else [])
+        prompt = [Prompt.from_box(0, 1, (10.0, 10.0, 60.0, 50.0), fmt="xyxy")]
+        outs, _ = session.step(i, frame, prompt if i == 0 else [])
         assert outs[0].low_res_logits.shape == (1, 1, size // 4, size // 4)
 
 

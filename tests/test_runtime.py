@@ -109,7 +109,7 @@ def test_compile_with_warmup_gives_the_same_masks():
     frames = moving_shapes(6, 64, 96)
     box = np.zeros((64, 96), bool)
     box[20:40, 10:40] = True
-    prompts = [Prompt.from_mask(0, 1, box), Prompt.from_box(0, 2, (50, 30, 90, 60))]
+    prompts = [Prompt.from_mask(0, 1, box), Prompt.from_box(0, 2, (50, 30, 90, 60), fmt="xyxy")]
     eager = _track(random_sam2_model(tiny_test_config(64), seed=0), frames, prompts)
     compiled = _track(random_sam2_model(tiny_test_config(64), seed=0), frames, prompts, compile=True)
     ious = _ious(eager, compiled)

@@ -79,7 +79,7 @@ def test_streaming_equals_whole_video(sam2_loader, semantics):
     """With every prompt on the first frame both semantics of track_video are the stream, mask for mask."""
     frames = moving_shapes(16)
     box, _disc = shape_masks()
-    prompts = [Prompt.from_mask(0, 1, box), Prompt.from_box(0, 2, (110, 55, 140, 80))]
+    prompts = [Prompt.from_mask(0, 1, box), Prompt.from_box(0, 2, (110, 55, 140, 80), fmt="xyxy")]
     streamed = list(sam2_loader.stream(frames, prompts))
     sam2_loader.config.semantics = semantics
     whole = sam2_loader.track_video(frames, prompts)
@@ -186,10 +186,10 @@ def test_object_added_mid_video_is_tracked_backward_too(sam2_loader):
 def test_box_and_point_prompts_and_later_prompts(sam2_loader):
     frames = moving_shapes(8)
     prompts = [
-        Prompt.from_box(0, 1, (16, 27, 44, 49)),
+        Prompt.from_box(0, 1, (16, 27, 44, 49), fmt="xyxy"),
         Prompt.from_points(0, 2, [[130, 67]], [1]),
         Prompt.from_points(3, 3, [[60, 40], [5, 5]], [1, 0]),
-        Prompt.from_box(5, 1, (20, 20, 70, 60)),  # a second prompt for object 1: a new conditioning frame
+        Prompt.from_box(5, 1, (20, 20, 70, 60), fmt="xyxy"),  # a second prompt for object 1: a new conditioning frame
     ]
     result = sam2_loader.track_video(frames, prompts)
     assert result.object_ids == [1, 2, 3]
@@ -204,17 +204,17 @@ def test_box_and_point_prompts_and_later_prompts(sam2_loader):
 def test_prompt_validation_messages(sam2_loader):
     frames = moving_shapes(4)
     with pytest.raises(InputError, match="outside the 160x96 frame"):
-        sam2_loader.track_video(frames, [Prompt.from_box(0, 1, (200, 10, 240, 50))])
+        sam2_loader.track_video(frames, [Prompt.from_box(0, 1, (200, 10, 240, 50), fmt="xyxy")])
     with pytest.raises(InputError, match="point lies outside"):
         sam2_loader.track_video(frames, [Prompt.from_points(0, 1, [[500, 5]])])
     with pytest.raises(InputError, match="on frame 9, which is never processed"):
-        sam2_loader.track_video(frames, [Prompt.from_box(9, 1, (10, 10, 40, 40))])
+        sam2_loader.track_video(frames, [Prompt.from_box(9, 1, (10, 10, 40, 40), fmt="xyxy")])
     with pytest.raises(InputError, match="never reached"):  # length unknown in advance: checked at the end
-        sam2_loader.track_video(iter(frames), [Prompt.from_box(9, 1, (10, 10, 40, 40))])
+        sam2_loader.track_video(iter(frames), [Prompt.from_box(9, 1, (10, 10, 40, 40), fmt="xyxy")])
     with pytest.raises(InputError, match="no prompts"):
         sam2_loader.track_video(frames, [])
     # a partially-outside box is clipped to the frame, not rejected
-    result = sam2_loader.track_video(frames, [Prompt.from_box(0, 1, (-10, -10, 40, 40))])
+    result = sam2_loader.track_video(frames, [Prompt.from_box(0, 1, (-10, -10, 40, 40), fmt="xyxy")])
     assert len(result.frames) == 4
 
 

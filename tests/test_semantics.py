@@ -247,7 +247,7 @@ def test_cli_semantics_flag(tiny_model, tiny_checkpoint_dir, tmp_path, capsys):
     (tmp_path / "p.json").write_text(json.dumps(prompts))
     common = ["--checkpoint", str(tiny_checkpoint_dir), "--prompts", str(tmp_path / "p.json"), "-q",
               "--device", "cpu", "--no-backward"]
-    api = [Prompt.from_box(0, 1, (16, 27, 44, 49)), Prompt.from_points(4, 2, [[120, 60]], [1])]
+    api = [Prompt.from_box(0, 1, (16, 27, 44, 49), fmt="xyxy"), Prompt.from_points(4, 2, [[120, 60]], [1])]
     for semantics in ("official", "causal"):
         flag = [] if semantics == "official" else ["--semantics", "causal"]  # official is the default
         code, _, err = run_cli(["track", str(video), *common, *flag, "--out", str(tmp_path / semantics)], capsys)

@@ -577,7 +577,7 @@ def test_missing_camera() -> None:
     for source in (97, "/dev/video97"):
         with pytest.raises(InputError) as exc_info:
             open_source(source)
-        assert_one_line_error(exc_info, "camera /dev/video97 not found")
+        assert_one_line_error(exc_info, "no camera", "/dev/video97", "does not exist")
 
 
 def test_unreachable_rtsp_url_redacts_password() -> None:

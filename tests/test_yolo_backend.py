@@ -290,7 +290,7 @@ def test_prompted_track_video_and_backward(yolo_model):
     frames = [scene(72, 128, seed=2)] * 4
     dets = loader.detect(frames[0])
     assert dets.masks is not None and len(dets) >= 2
-    prompts = [Prompt.from_mask(0, 11, dets.masks[0]), Prompt.from_box(2, 22, tuple(dets.boxes[1]))]
+    prompts = [Prompt.from_mask(0, 11, dets.masks[0]), Prompt.from_box(2, 22, tuple(dets.boxes[1]), fmt="xyxy")]
     res = loader.track_video(frames, prompts)
     assert len(res) == 4 and res.video_width == 128 and res.video_height == 72
     assert res.metadata["mode"] == "prompted" and res.metadata["backward"] is True

@@ -106,7 +106,7 @@ def test_box_and_point_prompts_and_late_prompt():
     m3 = v.full_masks[0][3]
     ys, xs = np.nonzero(m3)
     prompts = {
-        0: [Prompt.from_box(0, 20, box2), Prompt.from_points(0, 30, [[xs.mean(), ys.mean()]])],
+        0: [Prompt.from_box(0, 20, box2, fmt="xyxy"), Prompt.from_points(0, 30, [[xs.mean(), ys.mean()]])],
         5: [Prompt.from_mask(5, 10, v.full_masks[5][1])],  # object 1 first prompted on frame 5
     }
     labels = run(v, prompts=prompts)

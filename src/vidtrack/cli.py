@@ -19,12 +19,31 @@ from rich.markup import escape
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 from rich.table import Table
 
-from vidtrack.errors import InputError, VidtrackError
+from vidtrack.cli_errors import PROGRESS
+from vidtrack.errors import InputError
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Promptable video object segmentation and tracking (SAM 2.1, SAMURAI, SAM2Long, YOLO11-seg).")
 err = Console(stderr=True)
 out = Console()
+
+
+def _show_version(value: bool) -> None:
+    if value:
+        from vidtrack import __version__
+
+        typer.echo(f"vidtrack {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: Annotated[bool, typer.Option("--version", is_eager=True, callback=_show_version,
+                                          help="print the version and exit")] = False,
+    debug: Annotated[bool, typer.Option("--debug", help="on an error, also print the traceback (anywhere on the "
+                                                        "command line; or VIDTRACK_DEBUG=1)")] = False,
+) -> None:
+    """Exit status: 0 done, 1 some videos failed (batch) or an internal error, 2 bad input, 130/143 interrupted."""
 
 
 def _peak_rss_mb() -> float:
@@ -74,10 +93,16 @@ def track(
     formats: Annotated[str, typer.Option("--format", "-f", help="output formats, comma-separated: rle-json, "
                                          "rle-jsonl, ytvis-json, davis-png, sav-png, mots-txt, mot-txt, box-txt, "
                                          "overlay-mp4")] = "rle-json",
+    strict: Annotated[bool, typer.Option(help="a video that ends before the frame count its header declares "
+                                              "(truncated) is an error, not a warning")] = False,
 ) -> None:
     """Track objects through a video and write the chosen formats (default: COCO-RLE JSON masks.json) to --out."""
-    from vidtrack.api import SEMANTICS, TrackingConfig, check_prompts, create_tracking_loader
+    PROGRESS.where = "while checking the inputs"
+    from vidtrack.api import SEMANTICS, PromptSchedule, TrackingConfig, check_prompts, create_tracking_loader
+    from vidtrack.catalog import resolve_model
     from vidtrack.cli_export import check_formats, write_formats
+    from vidtrack.export.atomic import atomic_write
+    from vidtrack.output_checks import check_output_dir
     from vidtrack.prompt_files import load_prompts_json, mask_prompts, parse_box, parse_points
     from vidtrack.sources import open_source
 
@@ -99,15 +124,22 @@ def track(
     height, width = src.probe_size()
     for p in check_prompts(plist):  # check everything now, before loading weights
         p.validate(height, width, source=f"{source}")
+    PromptSchedule(plist, src)  # a prompt on a frame past the container's frame count, before decoding
     check_formats(formats, src)
+    check_output_dir(out_dir)
+    requested = resolve_model(model).name
     config = TrackingConfig(model_id=model, device=device, dtype=dtype, checkpoint_path=checkpoint,
                             model_config=model_config, cache_dir=cache_dir, download=download, backward=backward,
                             semantics=semantics, resize=resize, autocast=autocast, compile=compile,
                             encoder_ahead=encoder_ahead, threads=threads, max_batch=max_batch)
     loader = create_tracking_loader(model, config)
+    PROGRESS.where = f"while loading {loader.name}"
     t0 = time.perf_counter()
     loader.load()
     load_s = time.perf_counter() - t0
+    if loader.name != requested:
+        err.print(f"note: the weights are {loader.name}, not {requested}; running and reporting {loader.name}",
+                  highlight=False, soft_wrap=True, markup=False)
 
     total = src.num_frames
     with Progress(TextColumn("[bold]{task.description}"), BarColumn(), MofNCompleteColumn(),
@@ -117,18 +149,30 @@ def track(
         started = time.perf_counter()
         count = 0
 
-        def progress(_f: object) -> None:
+        def progress(f: Any) -> None:
             nonlocal count
             count += 1
+            PROGRESS.where = f"at frame {f.frame_idx}" + (f" of {src.num_frames}" if src.num_frames else "")
             bar.update(task, advance=1, fps=count / max(time.perf_counter() - started, 1e-9))
 
         result = loader.track_video(src, plist, progress=progress)
-    out_dir.mkdir(parents=True, exist_ok=True)
+    truncation = src.truncation()
+    if truncation is not None:
+        expected, decoded = truncation
+        what = (f"{source} ended after {decoded} of the {expected} frames its header declares (truncated or "
+                "damaged file)")
+        if strict:
+            raise InputError(f"{what}; nothing written (--strict)")
+        err.print(f"[yellow]warning[/]: {escape(what)}; results cover the {decoded} decoded frames",
+                  highlight=False, soft_wrap=True)
+    PROGRESS.where = f"while writing {out_dir}"
+    PROGRESS.kept = "outputs are written atomically: each is complete or absent"
     paths = write_formats(result, out_dir, formats, source=source, info={"source": str(source)})
     path = paths.get("rle-json") or next(iter(paths.values()))
     loader.unload()
 
-    summary = {
+    summary: dict[str, Any] = {
+        "model": loader.name,
         "frames": len(result.frames),
         "objects": len(result.object_ids),
         "fps": round(result.fps, 3),
@@ -145,7 +189,11 @@ def track(
             summary["peak_gpu_mb"] = round(torch.cuda.max_memory_allocated() / 2**20, 1)
     except ImportError:  # pragma: no cover
         pass
-    (out_dir / "summary.json").write_text(json.dumps(summary, indent=1))
+    summary["truncated"] = truncation is not None
+    if truncation is not None:
+        summary.update( frames_expected=truncation[0], frames_decoded=truncation[1])
+    with atomic_write(out_dir / "summary.json") as f:
+        f.write(json.dumps(summary, indent=1))
     err.print(
         f"[green]done[/]: {summary['frames']} frames, {summary['objects']} objects, {summary['fps']} fps, "
         f"peak RSS {summary['peak_rss_mb']} MiB -> {escape(str(path))}",
@@ -201,27 +249,22 @@ def _register_commands() -> None:
 _register_commands()
 
 
-def main(argv: list[str] | None = None) -> None:
-    """Entry point: user errors become one line and exit status 2."""
-    try:
-        app(args=argv, standalone_mode=False)
-    except VidtrackError as e:
-        err.print(f"[red]error[/]: {escape(str(e))}", highlight=False, soft_wrap=True)  # [yolo] is not markup
-        sys.exit(2)
-    except KeyboardInterrupt:
-        err.print("interrupted")
-        sys.exit(130)
-    except SystemExit:
-        raise
-    except Exception as e:  # click usage errors and the like
-        import click
+def _print_line(line: str) -> None:
+    """One message line on stderr (``error:`` in red on a terminal; never parsed as rich markup)."""
+    if line.startswith("error:"):
+        err.print(f"[red]error[/]:{escape(line[len('error:'):])}", highlight=False, soft_wrap=True)
+    else:
+        err.print(line, markup=False, highlight=False, soft_wrap=True)
 
-        if isinstance(e, click.exceptions.ClickException):
-            e.show()
-            sys.exit(2)
-        if isinstance(e, click.exceptions.Abort):
-            sys.exit(1)
-        raise
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: every command ends through :func:`vidtrack.cli_errors.run` (one line, a meaningful status)."""
+    from vidtrack import cli_errors
+
+    args = sys.argv[1:] if argv is None else list(argv)
+    code = cli_errors.run(lambda a: app(args=a, standalone_mode=False, prog_name="vidtrack"), args,
+                          error=_print_line)
+    sys.exit(code)
 
 
 if __name__ == "__main__":

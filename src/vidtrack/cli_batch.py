@@ -59,7 +59,12 @@ def batch(
     defaults = JobOptions(model=model, checkpoint=str(Path(checkpoint).expanduser().resolve()) if checkpoint else None,
                           dtype=dtype, resize=resize, backward=backward,
                           formats=parse_format_list(formats, "--format"), stride=stride, start=start, end=end)
+    from vidtrack.cli_errors import PROGRESS
+    from vidtrack.output_checks import check_output_dir
+
+    check_output_dir(out_dir)
     jobs = load_manifest(manifest, defaults)
+    PROGRESS.kept = f"finished videos are kept in {out_dir}; run the same command again to resume"
     opts = BatchOptions(out_dir=out_dir.expanduser().resolve(), executor=executor.strip().lower(), workers=workers,
                         device=device, retries=retries, threads=threads, address=address,
                         gpus_per_worker=gpus_per_worker, ray_cpus=ray_cpus, quiet=quiet)

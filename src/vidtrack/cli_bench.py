@@ -72,6 +72,11 @@ def register(app: typer.Typer) -> None:
             h, w = (int(v) for v in resolution.lower().split("x"))
         except ValueError:
             raise InputError(f"--resolution must be HxW, e.g. 480x854; got {resolution!r}") from None
+        from vidtrack.output_checks import check_output_file
+
+        for target, option in ((json_out, "--json"), (md_out, "--md")):
+            if target is not None:
+                check_output_file(target, option)
         compiles = []
         for v in _csv(compile):
             if v not in ("on", "off"):

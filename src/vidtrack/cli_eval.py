@@ -17,7 +17,9 @@ from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
+from vidtrack.cli_errors import PROGRESS
 from vidtrack.errors import InputError
+from vidtrack.output_checks import check_output_dir
 
 err = Console(stderr=True)
 out = Console()
@@ -100,6 +102,8 @@ class _Bar:
         self.progress.__exit__(None, None, None)
 
     def __call__(self, name: str, done: int, total: int) -> None:
+        if name:
+            PROGRESS.where = f"at sequence {name} ({done + 1} of {total})"
         if self.task is None:
             self.task = self.progress.add_task(self.label, total=total, seq="")
         self.progress.update(self.task, completed=done, seq=name)
@@ -192,6 +196,8 @@ def score_cmd(
     quiet: QuietOpt = False,
 ) -> None:
     """Score existing predictions against ground truth (J&F, or success/precision for boxes)."""
+    if out_dir is not None:
+        check_output_dir(out_dir)
     if not pred.is_dir():
         raise InputError(f"predictions folder not found: {pred}")
     if (pred / "run_info.json").is_file() and (pred / "predictions").is_dir():
@@ -226,6 +232,7 @@ def eval_cmd(
     from vidtrack.catalog import resolve_model
     from vidtrack.eval.runner import check_run_info, pending_sequences, run_boxes, run_info, run_vos, timing_summary
 
+    check_output_dir(out_dir)
     lay = _layout(layout, dataset_dir)
     dataset = _dataset(lay, dataset_dir, sequences, resolution)
     protocol = _protocol(rules, lay) if lay != "lasot" else None
@@ -238,7 +245,13 @@ def eval_cmd(
         config = TrackingConfig(model_id=model, device=device, dtype=dtype, checkpoint_path=checkpoint,
                                 cache_dir=cache_dir, download=download)
         loader = create_tracking_loader(model, config)
+        PROGRESS.where = f"while loading {loader.name}"
         loader.load()
+        if loader.name != model_name:
+            err.print(f"note: the weights are {loader.name}, not {model_name}; running and reporting {loader.name}",
+                      highlight=False, soft_wrap=True, markup=False)
+            model_name = loader.name
+        PROGRESS.kept = f"finished sequences are kept in {out_dir}; run the same command again to resume"
         try:
             with _Bar(f"tracking ({loader.name})", quiet) as bar:
                 if lay == "lasot":

@@ -74,10 +74,14 @@ def export(
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
 
+    from vidtrack.cli_errors import PROGRESS
     from vidtrack.export import read_result
+    from vidtrack.output_checks import check_output_dir
 
     names = check_formats(formats, source)
+    check_output_dir(out_dir)
     data = read_result(result)
+    PROGRESS.kept = f"exports are written atomically: {out_dir} holds earlier complete outputs or none"
     options: dict[str, dict[str, Any]] = {}
     for name in ("davis-png", "mots-txt"):
         if name in names:
@@ -97,10 +101,15 @@ def export(
     with Progress(TextColumn("[bold]export"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
                   console=err, disable=quiet or not err.is_terminal, transient=True) as bar:
         task = bar.add_task("export", total=len(data.frames))
+
+        def advance(frame: Any) -> None:
+            bar.update(task, advance=1)
+            PROGRESS.where = f"at frame {frame.frame_idx}"
+
         from vidtrack.export import export_result
 
         paths = export_result(data, out_dir, names, source=source, options=options, info=info, fps=fps,
-                              progress=lambda _f: bar.update(task, advance=1))
+                              progress=advance)
     for path in paths.values():
         typer.echo(str(path))
 

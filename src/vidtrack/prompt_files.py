@@ -110,15 +110,15 @@ def load_prompts_json(path: str | Path) -> list[Prompt]:
             out.append(Prompt.from_mask(frame, oid, rle_decode(it["rle"])))
             continue
         box: list[float] | None = None
+        fmt = "xywh"
         if "box" in it:
-            x, y, w, h = (float(v) for v in it["box"])
-            box = [x, y, x + w, y + h]
+            box = [float(v) for v in it["box"]]
         elif "box_xyxy" in it:
-            box = [float(v) for v in it["box_xyxy"]]
+            box, fmt = [float(v) for v in it["box_xyxy"]], "xyxy"
         if "points" in it:
-            out.append(Prompt.from_points(frame, oid, it["points"], it.get("labels"), box=box))
+            out.append(Prompt.from_points(frame, oid, it["points"], it.get("labels"), box=box, box_fmt=fmt))
         elif box is not None:
-            out.append(Prompt.from_box(frame, oid, box))
+            out.append(Prompt.from_box(frame, oid, box, fmt=fmt))
         else:
             raise InputError(f"prompt #{i} in {p} has no mask, rle, box or points")
     return out

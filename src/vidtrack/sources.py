@@ -27,6 +27,7 @@ import os
 import re
 import stat
 import sys
+import time
 import urllib.parse
 import urllib.request
 import weakref
@@ -73,6 +74,23 @@ NETWORK_TIMEOUT_S: tuple[float, float] = (15.0, 30.0)
 """(open, read) timeouts for network streams, so an unreachable camera fails instead of hanging forever.
 
 FIFOs and local devices get no timeout: waiting for a writer or a camera to start is legitimate there."""
+
+
+
+def network_timeout() -> tuple[float, float]:
+    """:data:`NETWORK_TIMEOUT_S`, or ``VIDTRACK_STREAM_TIMEOUT`` seconds for both when that is set (a slow
+    link may need more; a test, less)."""
+    value = os.environ.get("VIDTRACK_STREAM_TIMEOUT", "").strip()
+    if not value:
+        return NETWORK_TIMEOUT_S
+    try:
+        seconds = float(value)
+    except ValueError:
+        raise InputError(f"VIDTRACK_STREAM_TIMEOUT must be a number of seconds; got {value!r}") from None
+    if seconds <= 0:
+        raise InputError(f"VIDTRACK_STREAM_TIMEOUT must be > 0 seconds; got {value!r}")
+    return (seconds, seconds)
+
 
 # FFmpeg demuxer names of capture devices and network protocols, used to decide whether a caller-owned
 # container is live.
@@ -292,6 +310,10 @@ class FrameSource(ABC):
         rng = getattr(self, "_range", None)
         return 0 if rng is None else int(rng.start)
 
+    def truncation(self) -> tuple[int, int] | None:
+        """``(expected, decoded)`` frame counts when the last pass ended early (a truncated video file)."""
+        return None
+
     def planned_indices(self) -> range | None:
         """The source frame indices that iteration will yield, when they are known in advance (files with a
         frame count, folders, arrays); None otherwise. Lets callers reject a prompt on a frame that will never
@@ -429,6 +451,12 @@ class _PyAVSource(FrameSource):
         self._range = rng
         self._size: tuple[int, int] | None = None
         self._target = name  # what FFmpeg was given; differs from name when a password was redacted
+        self._truncation: tuple[int, int] | None = None
+
+    def truncation(self) -> tuple[int, int] | None:
+        """``(expected, decoded)`` when the last pass ended before the frame count the container declares (a
+        truncated or damaged file: FFmpeg stops quietly, or fails on a cut packet); None otherwise."""
+        return self._truncation
 
     def _reason(self, exc: BaseException) -> str:
         """FFmpeg's message on one line, with the URL's password redacted (FFmpeg repeats the URL)."""
@@ -444,6 +472,8 @@ class _PyAVSource(FrameSource):
         rng = self._range
         idx = -1
         yielded = 0
+        expected = None if self.is_live else self.num_frames
+        self._truncation = None
         while True:
             if pending:
                 frame = pending.pop(0)
@@ -453,9 +483,12 @@ class _PyAVSource(FrameSource):
                 except StopIteration:
                     break
                 except (av.error.FFmpegError, OSError) as exc:
+                    if expected is not None and yielded > 0:
+                        break  # a cut or damaged file: keep what was decoded, reported below as truncated
                     raise self._decode_error(exc, idx + 1) from exc
             idx += 1
             if rng.done(idx):
+                expected = None  # stopped at --end: not a short file
                 break
             if not rng.selects(idx):
                 continue
@@ -465,8 +498,13 @@ class _PyAVSource(FrameSource):
             yielded += 1
         if yielded == 0:
             rng.fail_if_nothing_read(idx + 1, self.name)
+        if expected is not None and yielded < expected:
+            self._truncation = (expected, yielded)
 
     def _decode_error(self, exc: BaseException, idx: int) -> InputError:
+        if self.is_live and getattr(exc, "errno", None) == _AVERROR_EXIT:
+            return InputError(f"no video from {self.name}: frames stopped arriving after frame {idx} (timed out); "
+                              "check that it is still streaming (VIDTRACK_STREAM_TIMEOUT=SECONDS waits longer)")
         if idx == 0 and self.is_live:
             return InputError(
                 f"cannot decode live stream {self.name}: {self._reason(exc)}; is it a video stream FFmpeg can read?"
@@ -641,6 +679,32 @@ class _SinglePassPyAVSource(_PyAVSource):
         self._release()
 
 
+_AVERROR_EXIT = 1414092869  # FFmpeg's AVERROR_EXIT: PyAV's timeout callback stopped a blocking open/read
+_AVERROR_INVALIDDATA = 1094995529
+
+
+def _live_open_error(exc: BaseException, shown: str, target: str, timeout: float | tuple[float, float] | None,
+                     elapsed: float) -> InputError:
+    """One plain-words line for a stream that could not be opened: a timeout says so, not FFmpeg's
+    "Immediate exit requested" or "Invalid data found" (what FFmpeg reports when nothing arrived)."""
+    limit = timeout[0] if isinstance(timeout, tuple) else timeout
+    code = getattr(exc, "errno", None)
+    if code == _AVERROR_EXIT or (limit is not None and elapsed >= 0.9 * limit):
+        return InputError(
+            f"no video from {shown}: nothing arrived within {elapsed:.0f} s (timed out); check the address and "
+            "that something is streaming there (VIDTRACK_STREAM_TIMEOUT=SECONDS waits longer)"
+        )
+    if code == _AVERROR_INVALIDDATA:
+        return InputError(
+            f"cannot open live stream {shown}: it answered, but not with a video stream FFmpeg can read (or closed "
+            "the connection); check the address, path and protocol"
+        )
+    return InputError(
+        f"cannot open live stream {shown}: {_one_line(exc).replace(target, shown)}; "
+        "check the address/device and that it is streaming"
+    )
+
+
 class LiveStreamSource(_SinglePassPyAVSource):
     """A camera, network stream, FIFO or pipe: frames in real time, length unknown, read once.
 
@@ -662,13 +726,11 @@ class LiveStreamSource(_SinglePassPyAVSource):
     ) -> None:
         rng = _Range.make(stride, start, end)
         shown = name or _redact_url(target)
+        started = time.monotonic()
         try:
             container = av.open(target, mode="r", format=format, container_options=options, timeout=timeout)
         except (av.error.FFmpegError, OSError) as exc:
-            raise InputError(
-                f"cannot open live stream {shown}: {_one_line(exc).replace(target, shown)}; "
-                "check the address/device and that it is streaming"
-            ) from exc
+            raise _live_open_error(exc, shown, target, timeout, time.monotonic() - started) from exc
         super().__init__(shown, container, rng, is_live=True, owns_container=True)
         self._target = target
 
@@ -969,11 +1031,21 @@ def _camera_device(index: int) -> tuple[str, str, str]:
     )
 
 
+def _open_camera(index: int, rng: _Range) -> FrameSource:
+    """Camera number ``index`` (``0``, or the string ``"0"`` from the command line)."""
+    target, fmt, name = _camera_device(index)
+    if fmt == "v4l2" and not Path(target).exists():
+        raise InputError(f"no camera {index} ({target} does not exist; is a camera connected? list them with: "
+                         "ls /dev/video*)")
+    return LiveStreamSource(target, format=fmt, name=name, stride=rng.stride, start=rng.start, end=rng.end)
+
+
 def _open_path(path: Path, shown: str, rng: _Range) -> FrameSource:
     """Classify an existing or missing local path."""
     if not path.exists():
         if _V4L2_NAME_RE.match(path.name) and str(path.parent) == "/dev":
-            raise InputError(f"camera {shown} not found (is it connected? list cameras with: ls /dev/video*)")
+            raise InputError(f"no camera {shown} (it does not exist; is a camera connected? list them with: "
+                             "ls /dev/video*)")
         raise InputError(f"video not found: {shown} (check the path)")
     if path.is_dir():
         return FolderSource(path, stride=rng.stride, start=rng.start, end=rng.end)
@@ -1049,10 +1121,7 @@ def open_source(
     if isinstance(source, bool):
         raise InputError(f"source must be a path, URL, camera number, array or frames; got {source!r}")
     if isinstance(source, int | np.integer):
-        target, fmt, name = _camera_device(int(source))
-        if fmt == "v4l2" and not Path(target).exists():
-            raise InputError(f"camera {target} not found (is it connected? list cameras with: ls /dev/video*)")
-        return LiveStreamSource(target, format=fmt, name=name, **kwargs)
+        return _open_camera(int(source), rng)
     if isinstance(source, str | os.PathLike):
         text = os.fspath(source)
         if isinstance(text, bytes):
@@ -1086,9 +1155,11 @@ def _open_text(text: str, rng: _Range) -> FrameSource:
                 f"{', '.join(sorted(LIVE_URL_SCHEMES))} (or a local path)"
             )
         options = {"rtsp_transport": "tcp"} if scheme in ("rtsp", "rtsps") else None
-        return LiveStreamSource(text, options=options, timeout=NETWORK_TIMEOUT_S, **kwargs)
+        return LiveStreamSource(text, options=options, timeout=network_timeout(), **kwargs)
     if _PIPE_RE.match(text):
         return LiveStreamSource(text, **kwargs)
+    if text.isdigit() and not Path(text).exists():  # "0" on the command line is camera 0, as documented
+        return _open_camera(int(text), rng)
     path = Path(text).expanduser()
     if text[:5].lower() == "file:" and not path.exists():
         path = _file_url_to_path(text)

@@ -177,12 +177,25 @@ class TrackingResult:
         return out
 
 
+def _xyxy(box: Sequence[float], fmt: str) -> tuple[float, float, float, float]:
+    """``box`` in format ``fmt`` ("xywh" or "xyxy") as corners (x1, y1, x2, y2)."""
+    if fmt not in ("xywh", "xyxy"):
+        raise InputError(f"box format must be 'xywh' (x, y, width, height) or 'xyxy' (corners); got {fmt!r}")
+    if len(box) != 4:
+        raise InputError(f"a box needs 4 numbers; got {len(box)}")
+    x1, y1, a, b = (float(v) for v in box)
+    return (x1, y1, x1 + a, y1 + b) if fmt == "xywh" else (x1, y1, a, b)
+
+
 @dataclass(frozen=True)
 class Prompt:
     """A prompt for one object on one frame: a mask, or a box and/or points.
 
-    Coordinates are in pixels of the original video frame. ``box`` is ``(x1, y1, x2, y2)``; use
-    :meth:`from_box` with ``fmt="xywh"`` for ``(x, y, w, h)``. ``labels`` are 1 (positive) or 0 (negative).
+    Coordinates are in pixels of the original video frame. The stored ``box`` is ``(x1, y1, x2, y2)``. Every
+    constructor that takes a box requires its format by name (``fmt="xywh"`` for ``(x, y, w, h)``, as the CLI and
+    prompts.json write it; ``fmt="xyxy"`` for corners, as SAM's predictors take it): there is no default, so a
+    box cannot be silently misread when code moves between the two conventions. ``labels`` are 1 (positive) or
+    0 (negative).
     """
 
     frame_idx: int
@@ -203,17 +216,9 @@ class Prompt:
         return cls(int(frame_idx), int(object_id), mask=np.asarray(mask).astype(bool), origin=origin)
 
     @classmethod
-    def from_box(
-        cls, frame_idx: int, object_id: int, box: Sequence[float], fmt: str = "xyxy"
-    ) -> Prompt:
-        if len(box) != 4:
-            raise InputError(f"a box needs 4 numbers; got {len(box)}")
-        x1, y1, a, b = (float(v) for v in box)
-        if fmt == "xywh":
-            a, b = x1 + a, y1 + b
-        elif fmt != "xyxy":
-            raise InputError(f"box format must be 'xyxy' or 'xywh'; got {fmt!r}")
-        return cls(int(frame_idx), int(object_id), box=(x1, y1, a, b))
+    def from_box(cls, frame_idx: int, object_id: int, box: Sequence[float], *, fmt: str) -> Prompt:
+        """A box prompt; ``fmt`` is required: ``"xywh"`` (x, y, width, height) or ``"xyxy"`` (corners)."""
+        return cls(int(frame_idx), int(object_id), box=_xyxy(box, fmt))
 
     @classmethod
     def from_points(
@@ -223,15 +228,20 @@ class Prompt:
         points: Sequence[Sequence[float]],
         labels: Sequence[int] | None = None,
         box: Sequence[float] | None = None,
+        *,
+        box_fmt: str | None = None,
     ) -> Prompt:
+        """Points (and optionally a box, whose ``box_fmt`` is then required: ``"xywh"`` or ``"xyxy"``)."""
         pts = np.asarray(points, dtype=np.float32).reshape(-1, 2)
         lab = np.ones(len(pts), dtype=np.int32) if labels is None else np.asarray(labels, dtype=np.int32)
         if lab.shape != (len(pts),):
             raise InputError(f"got {len(pts)} points but {lab.size} labels; give one label (1 or 0) per point")
         if not np.isin(lab, (0, 1)).all():
             raise InputError("point labels must be 1 (positive) or 0 (negative)")
-        b = tuple(float(v) for v in box) if box is not None else None
-        return cls(int(frame_idx), int(object_id), box=b, points=pts, labels=lab)  # type: ignore[arg-type]
+        if box is not None and box_fmt is None:
+            raise InputError("a box given with points needs its format: box_fmt='xywh' or box_fmt='xyxy'")
+        b = _xyxy(box, box_fmt) if box is not None and box_fmt is not None else None
+        return cls(int(frame_idx), int(object_id), box=b, points=pts, labels=lab)
 
     @property
     def kind(self) -> str:

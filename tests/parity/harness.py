@@ -43,10 +43,11 @@ class Case:
                 out.append(Prompt.from_mask(p.frame_idx, p.obj_id, p.mask))
             elif p.points is not None:
                 out.append(Prompt.from_points(p.frame_idx, p.obj_id, np.asarray(p.points).tolist(),
-                                              None if p.labels is None else np.asarray(p.labels).tolist(), box=p.box))
+                                              None if p.labels is None else np.asarray(p.labels).tolist(), box=p.box,
+                                              box_fmt="xyxy"))
             else:
                 assert p.box is not None
-                out.append(Prompt.from_box(p.frame_idx, p.obj_id, p.box))
+                out.append(Prompt.from_box(p.frame_idx, p.obj_id, p.box, fmt="xyxy"))
         return out
 
 

@@ -326,7 +326,7 @@ def load_manifest(path: str | Path, defaults: JobOptions | None = None) -> list[
     p = Path(path).expanduser()
     defaults = defaults or JobOptions()
     if p.is_dir():
-        jobs = scan_folder(p, defaults)
+        jobs = scan_folder(p.resolve(), defaults)  # entries are resolved against the folder: no relative path twice
     elif not p.exists():
         raise InputError(f"manifest {p} not found")
     else:

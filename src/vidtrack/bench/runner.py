@@ -138,7 +138,7 @@ def run_bench(case: BenchCase) -> dict[str, Any]:
         height, width = case.height, case.width
         frames = synthetic_video(case.frames, height, width, case.objects, case.seed)
         boxes = _first_frame_boxes(height, width, case.objects, case.seed)
-    prompts = [Prompt.from_box(0, i + 1, b) for i, b in enumerate(boxes)]
+    prompts = [Prompt.from_box(0, i + 1, b, fmt="xyxy") for i, b in enumerate(boxes)]
 
     latencies: list[float] = []
     stages = dict.fromkeys(STAGES, 0.0)

@@ -174,7 +174,7 @@ class Sam2Engine:
         boxes = [(side / 4, side / 4, 3 * side / 4, 3 * side / 4), (0.0, 0.0, side / 2, side / 2)]
         for objects in (1, 2):
             session = self.new_session(policy(), side, side, num_frames=n)
-            first = [Prompt.from_box(0, k + 1, boxes[k]) for k in range(objects)]
+            first = [Prompt.from_box(0, k + 1, boxes[k], fmt="xyxy") for k in range(objects)]
             for i in range(n):
                 session.step(i, frame, first if i == 0 else [])
         if self.device.type == "cuda":

@@ -16,6 +16,7 @@ import torch
 
 from vidtrack.catalog import ModelSpec
 from vidtrack.config import SEMANTICS, TrackingConfig
+from vidtrack.engines.sam2.checkpoints import spec_for_weights
 from vidtrack.engines.sam2.contract import ImageFeatures, Policy, PolicyFactory
 from vidtrack.engines.sam2.engine import Sam2Engine, Sam2Session
 from vidtrack.engines.sam2.runtime import EncoderAhead, apply_cpu_threads, compile_model, resolve_precision
@@ -123,6 +124,7 @@ class Sam2Loader(TrackingModelLoader):
                 device=self.device,
                 dtype=self.dtype,
             )
+            self.spec = spec_for_weights(self.spec, model)  # name what runs: the size is read from the weights
         else:
             check_image_size(self.config.image_size, model)
             model = model.to(device=self.device, dtype=self.dtype)

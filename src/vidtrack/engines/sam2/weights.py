@@ -12,7 +12,9 @@ Nothing here touches the network unless ``download=True``.
 
 from __future__ import annotations
 
+import contextlib
 import re
+import warnings
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,6 +24,13 @@ import torch
 from transformers import Sam2VideoConfig, Sam2VideoModel
 
 from vidtrack.catalog import META_CHECKPOINT_NAMES, SAM2_SIZES
+from vidtrack.engines.sam2.checkpoints import (
+    check_hub_reachable,
+    check_transformers_folder,
+    from_pretrained_strict,
+    load_state_dict_strict,
+    unreadable_message,
+)
 from vidtrack.errors import WeightsError
 
 # --- configs ---------------------------------------------------------------------------------------------
@@ -434,10 +443,11 @@ def _read_state_dict(path: Path) -> dict[str, torch.Tensor]:
 
             sd: Any = load_file(str(path))
         else:
-            sd = _torch_load(path)
+            with warnings.catch_warnings():  # torch warns before it fails; the error below says it in one line
+                warnings.simplefilter("ignore")
+                sd = _torch_load(path)
     except Exception as e:  # torch/safetensors raise many types for a bad file
-        raise WeightsError(f"cannot read checkpoint {path}: {_first_line(e)}; "
-                           "is it a SAM 2.1 .pt/.safetensors file?") from None
+        raise WeightsError(unreadable_message(path, e)) from None
     if isinstance(sd, dict) and "model" in sd and isinstance(sd["model"], dict):
         sd = sd["model"]
     if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
@@ -477,17 +487,8 @@ def load_meta_checkpoint(
     want = {k: v.dtype for k, v in model.state_dict().items()}
     converted = {k: v.to(want[k]) if k in want and v.dtype != want[k] else v  # a half-precision file -> float32
                  for k, v in convert_meta_state_dict(sd).items()}
-    try:
-        result = model.load_state_dict(converted, strict=False, assign=True)
-    except RuntimeError as e:  # a tensor of another shape: the config does not describe these weights
-        raise WeightsError(f"checkpoint {p} does not match the SAM {version} architecture read from it "
-                           f"(and its yaml): {_first_line(e)}") from None
-    missing = [k for k in result.missing_keys if not k.endswith("position_ids")]
-    if missing or result.unexpected_keys:
-        raise WeightsError(
-            f"checkpoint {p} does not match the SAM {version} architecture read from it: {len(missing)} missing keys "
-            f"(e.g. {missing[:2]}), {len(result.unexpected_keys)} unexpected (e.g. {result.unexpected_keys[:2]})"
-        )
+    load_state_dict_strict(model, converted, what=f"checkpoint {p}",
+                           expected=f"the SAM {version} architecture read from it (and its yaml)", assign=True)
     return model.eval()
 
 
@@ -513,6 +514,7 @@ def load_sam2_model(
     if checkpoint_path is not None:
         p = Path(checkpoint_path).expanduser()
         if p.is_dir():
+            check_transformers_folder(p)
             model = _from_pretrained(str(p), cache_dir=None, local_only=True, what=f"folder {p}",
                                      image_size=image_size)
         elif p.is_file():
@@ -533,12 +535,13 @@ def _from_pretrained(
 
     hf_logging.disable_progress_bar()  # our CLI draws its own progress; theirs would break one-line errors
     try:
-        if image_size is None:
-            return Sam2VideoModel.from_pretrained(ref, cache_dir=cache_dir, local_files_only=local_only)
-        config = Sam2VideoConfig.from_pretrained(ref, cache_dir=cache_dir, local_files_only=local_only)
-        if config.image_size != image_size:
-            config = with_image_size(config, image_size)
-        return Sam2VideoModel.from_pretrained(ref, config=config, cache_dir=cache_dir, local_files_only=local_only)
+        if not local_only:  # cached weights need no network; otherwise fail fast when the Hub is unreachable
+            with contextlib.suppress(OSError, ValueError):
+                return _from_pretrained_sized(ref, cache_dir=cache_dir, local_only=True, what=what,
+                                              image_size=image_size)
+            check_hub_reachable(ref)
+        return _from_pretrained_sized(ref, cache_dir=cache_dir, local_only=local_only, what=what,
+                                      image_size=image_size)
     except (OSError, ValueError) as e:
         if size is not None and local_only:
             meta = META_CHECKPOINT_NAMES.get(size, "sam2.1_hiera_<size>.pt")
@@ -547,6 +550,19 @@ def _from_pretrained(
                 f"`huggingface-cli download {ref}`), or pass --checkpoint PATH to {meta} or a transformers folder"
             ) from None
         raise WeightsError(f"cannot load SAM 2 weights from {what}: {_first_line(e)}") from None
+
+
+def _from_pretrained_sized(
+    ref: str, *, cache_dir: str | Path | None, local_only: bool, what: str, image_size: int | None
+) -> Sam2VideoModel:
+    """:func:`from_pretrained_strict`, at another input size than the stored config's when ``image_size`` is set."""
+    config = None
+    if image_size is not None:
+        stored = Sam2VideoConfig.from_pretrained(ref, cache_dir=cache_dir, local_files_only=local_only)
+        config = stored if stored.image_size == image_size else with_image_size(stored, image_size)
+    model: Sam2VideoModel = from_pretrained_strict(ref, cache_dir=cache_dir, local_only=local_only, what=what,
+                                                   config=config)
+    return model
 
 
 def save_pretrained(model: Sam2VideoModel, folder: str | Path) -> None:
