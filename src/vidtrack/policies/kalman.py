@@ -3,7 +3,8 @@
 This is the SORT/DeepSORT box filter: state ``[cx, cy, a, h, vcx, vcy, va, vh]`` with ``a = w / h``,
 observation ``[cx, cy, a, h]``, unit time step. Noise scales with the current height: position terms use
 ``1/20 * h``, velocity terms ``1/160 * h``; the aspect ratio has fixed noise (1e-2 process, 1e-1 measurement,
-1e-5 for its velocity). Written from the published equations (memory_policies.md §2.3), in plain numpy.
+1e-5 for its velocity). Written from the published equations (SORT, Bewley et al., arXiv 1602.00763; the
+constants of SAMURAI's ``sam2/utils/kalman_filter.py``, see docs/POLICIES.md), in plain numpy.
 """
 
 from __future__ import annotations

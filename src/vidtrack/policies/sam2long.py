@@ -1,6 +1,6 @@
 """SAM2Long (Ding et al., arXiv 2410.16268): a constrained tree of memory pathways per object.
 
-Re-implemented from the paper and the reference notes (memory_policies.md §3); behaviour matched against the
+Re-implemented from the paper (constants and quirks: docs/POLICIES.md); behaviour matched against the
 official code (Mark12Ding/SAM2Long @ 7193b77) by running both side by side, never by copying it.
 
 Per object, after its prompt frame ``s``:

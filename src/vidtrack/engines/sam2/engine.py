@@ -3,7 +3,7 @@
 We drive the model's sub-modules (image encoder, prompt encoder, mask decoder, memory attention, memory
 encoder) from our own loop instead of ``Sam2VideoInferenceSession``, for three reasons:
 
-1. **Faithfulness.** On prompted frames transformers 5.x differs from Meta's predictor (reference note §8):
+1. **Faithfulness.** On prompted frames transformers 5.x differs from Meta's predictor (docs/POLICIES.md):
    the official code memorises a prompt frame from its 256x256 mask upsampled and binarised, and takes a mask
    prompt's object pointer from the single-mask token. We do what the official code does.
 2. **Hooks.** SAMURAI and SAM2Long need every candidate mask, IoU and token, and their own choice of memory
