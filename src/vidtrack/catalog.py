@@ -48,7 +48,7 @@ class ModelSpec:
 def _sam2_spec(family: str, size: str) -> ModelSpec:
     options: dict[str, Any] = {}
     if family == "samurai":
-        # SAMURAI's configs: kf_score_weight 0.25 for t/s/b+, 0.15 for large (memory_policies.md §2.2)
+        # SAMURAI's configs/samurai/*.yaml: kf_score_weight 0.25 for t/s/b+, 0.15 for large (docs/POLICIES.md)
         options = {"kf_score_weight": 0.15 if size == "large" else 0.25}
     elif family == "sam2long":
         options = {"num_pathways": 3, "iou_threshold": 0.3, "uncertainty": 2.0}

@@ -1,6 +1,6 @@
 """The Ray executor (``pip install 'vidtrack[ray]'``): the same per-video work on a Ray Data actor pool.
 
-Shape of the job, as the reference notes (§5) recommend for stateful video models:
+Shape of the job, as Ray Data's guide to stateful transforms (actor pools) suggests for stateful video models:
 
 * one dataset row per video, one block per row, so videos, not frames, are what Ray schedules: a memory-based
   tracker (SAM 2, SAMURAI) must see a whole video in one actor;

@@ -1,7 +1,7 @@
 """Multi-object mask tracking metrics: HOTA (DetA, AssA, LocA), CLEAR on masks (MOTSA, sMOTSA) and IDF1.
 
 A transcription of TrackEval's ``metrics/hota.py``, ``clear.py`` and ``identity.py`` (PyPI ``trackeval``
-1.3.0, the numpy-2 fork of JonathonLuiten/TrackEval; reference note §1.4), fed the way its MOTS datasets feed
+1.3.0, the numpy-2 fork of JonathonLuiten/TrackEval; docs/EVALUATION.md), fed the way its MOTS datasets feed
 it: a detection is an object with a non-empty mask on a frame, similarity is mask IoU (pycocotools on RLE),
 ids are relabelled to be contiguous per sequence. The tests check equality with ``trackeval`` itself.
 

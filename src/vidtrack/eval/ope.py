@@ -1,8 +1,8 @@
 """One-pass evaluation (OPE) of single-object box tracking: LaSOT, GOT-10k, TrackingNet, OTB.
 
 Primitives are got10k-toolkit's (``got10k/utils/metrics.py`` and ``experiments/{otb,lasot,got10k}.py``,
-GitHub master), which pytracking, OSTrack/SAMURAI and mmtracking agree with on ordinary frames (reference
-note §1.3). Boxes are ``x, y, w, h`` in pixels.
+GitHub master), which pytracking, OSTrack/SAMURAI and mmtracking agree with on ordinary frames
+(docs/EVALUATION.md). Boxes are ``x, y, w, h`` in pixels.
 
 * **IoU**: continuous boxes (``x2 = x + w``), ``inter / (union + eps)`` clipped to [0, 1]. pytracking's
   inclusive-pixel form (``x2 = x + w - 1``, sizes ``+ 1``) gives the same intersection and union.

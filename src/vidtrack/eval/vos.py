@@ -2,7 +2,7 @@
 
 Every per-frame number here is the DAVIS one, transcribed from ``davis2017-evaluation`` (``db_eval_iou``,
 ``f_measure``, ``_seg2bmap``, ``db_statistics``) and identical to what ``vos-benchmark`` and SAM 2's SA-V
-evaluator compute (reference note §1.1-1.2); the tests check equality with ``vos-benchmark`` to 1e-6:
+evaluator compute (docs/EVALUATION.md); the tests check equality with ``vos-benchmark`` to 1e-6:
 
 * **J** = ``|P ∩ G| / |P ∪ G|``, and 1 when both masks are empty.
 * **F**: boundaries from ``_seg2bmap`` (a pixel is on the boundary when it differs from its east, south or

@@ -30,7 +30,7 @@ def resolve_precision(dtype: str, autocast: str, device: torch.device) -> tuple[
     ``dtype="auto"`` keeps float32 weights everywhere; ``autocast="auto"`` then runs CUDA under autocast in
     bfloat16 where the GPU supports it (compute capability >= 8.0: Ampere, Hopper...) and float16 on older
     GPUs, like the official predictor's ``torch.autocast("cuda", dtype=torch.bfloat16)``; CPUs stay in float32
-    (bf16 is slower than fp32 on CPUs without AMX, reference note §4). An explicit ``dtype`` casts the weights
+    (bf16 is slower than fp32 on CPUs without AMX, docs/POLICIES.md). An explicit ``dtype`` casts the weights
     and turns ``autocast="auto"`` off.
     """
     if dtype != "auto" and dtype not in _DTYPES:

@@ -75,7 +75,7 @@ def sam2_config(size: str, *, version: str = "2.1") -> Sam2VideoConfig:
 
 
 def with_image_size(config: Sam2VideoConfig, image_size: int) -> Sam2VideoConfig:
-    """The same architecture at another input size. Five fields must agree (reference note §4): the model,
+    """The same architecture at another input size. Five fields must agree (docs/POLICIES.md): the model,
     backbone and prompt-encoder sizes, the FPN feature sizes (S/4, S/8, S/16) and the RoPE grid (S/16).
     Pretrained weights run at other sizes (Hiera interpolates its position embedding) but were trained at 1024."""
     if image_size % 32:
@@ -108,9 +108,9 @@ def check_image_size(image_size: int | None, model: Any = None) -> None:
 def tiny_test_config(image_size: int = 128) -> Sam2VideoConfig:
     """A 1.4 M-parameter SAM 2.1-shaped config for tests and speed-only benchmarks (64-256 px).
 
-    Constraints (reference note §4): memory channels must be 64 (the memory-attention layer hard-codes
-    ``kv_in_dim=64``), the hidden size must be a multiple of 64 and larger than 64, and a global-attention
-    block must not open a Hiera stage.
+    Constraints of transformers' ``Sam2VideoModel``: memory channels must be 64 (the memory-attention layer
+    hard-codes ``kv_in_dim=64``), the hidden size must be a multiple of 64 and larger than 64, and a
+    global-attention block must not open a Hiera stage.
     """
     if image_size % 32:
         raise WeightsError(f"test config image size must be a multiple of 32; got {image_size}")

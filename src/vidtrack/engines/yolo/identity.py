@@ -3,7 +3,8 @@
 YOLO11-seg segments every frame on its own, so which mask is which object is ours to decide. This module is
 pure numpy/scipy (no ultralytics, no torch) so it can be tested on scripted detections.
 
-Design (written from the SORT / ByteTrack papers and the measurements in the project's yolo reference, §4):
+Design (written from the SORT and ByteTrack papers, Bewley et al. arXiv 1602.00763 and Zhang et al.
+arXiv 2110.06864, and from crossing / occlusion clips measured while building it):
 
 * Every detection of the chosen classes is tracked, also in prompted mode. Objects the user did not prompt
   get *anonymous* tracks that are never reported; they exist so that a non-user object that has been seen

@@ -1,7 +1,8 @@
 """The only place ``ultralytics`` is imported (lazily: it is an optional, AGPL-3.0 extra).
 
 ultralytics reads its switches once, when ``ultralytics.utils`` is first imported, so they are set here
-before that import, with ``setdefault`` so that a user's own settings win (reference yolo.md §1.2):
+before that import, with ``setdefault`` so that a user's own settings win (``ultralytics/utils/__init__.py``
+reads them at import):
 
 * ``YOLO_OFFLINE=1``: no DNS probe at import, no telemetry, no run-time ``pip install``;
 * ``YOLO_AUTOINSTALL=false``: never install packages into the user's environment (``lap`` is in our extra);
