@@ -143,8 +143,9 @@ class Trace:
 class Node:
     """One branch kept on one frame (a node of the memory tree).
 
-    ``admitted`` holds the last (max_ptrs - 1) admitted nodes of its lineage, itself included when admitted:
-    all a descendant can read, so nothing older needs to be reachable (dead lineages become garbage).
+    ``admitted`` holds, while the node is a pathway's head, the last (max_ptrs - 1) admitted nodes of its
+    lineage, itself included when admitted: all a descendant can read. It is emptied once the node is no longer
+    a head, so nothing older stays reachable (dead lineages and old admitted nodes become garbage).
     """
 
     rec: FrameRecord
@@ -380,6 +381,9 @@ class Sam2LongPolicy(MemoryPolicy):
             nodes[key] = node
         st.pathways = [Pathway(nodes[(h, b.candidate)], b.score)
                        for b, h in zip(decision.branches, decision.parents, strict=True)]
+        for old in decision.heads:  # no longer heads: only a head's admitted list is ever read, and keeping
+            if old is not None:  # the old ones would chain every admitted node of the lineage (unbounded)
+                old.admitted = ()
         if self.record_choices:
             st.choices.append({"frame": frame_idx, "uncertain": decision.uncertain,
                                "distinct_runs": len(decision.heads),
