@@ -36,7 +36,7 @@ class TrackingConfig:
             input size are only there. When None, ``<checkpoint name>.yaml`` beside the file is used if present,
             else the released size of the same shape at 1024 px.
         image_size: SAM 2 family: the model's input size in pixels, any multiple of 32 (the Hiera trunk's total
-            stride), e.g. 512 for about a third of the 1024 px cost on a CPU with coarser masks (BENCHMARKS.md).
+            stride), e.g. 512 for about 1/8 of the 1024 px cost on a CPU, with coarser masks (BENCHMARKS.md).
             None: the checkpoint's own (1024 for the released models, the yaml's for a Meta checkpoint). Position
             encodings and RoPE grids follow it; the weights are the same at every size.
         dtype: weight dtype, ``"float32"``, ``"bfloat16"``, ``"float16"`` or ``"auto"`` (float32 weights; on CUDA
