@@ -4,7 +4,9 @@ modes, multi-object, de-duplicated pathways and bounded memory on a long stream.
 
 from __future__ import annotations
 
+import gc
 import math
+import weakref
 
 import numpy as np
 import pytest
@@ -12,6 +14,7 @@ import torch
 
 from conftest import moving_shapes, shape_masks
 from vidtrack import Prompt, TrackingConfig, create_tracking_loader
+from vidtrack.engines.sam2.contract import DecoderRun, Kept
 from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack
 from vidtrack.errors import InputError
 from vidtrack.policies import POLICIES, make_policy
@@ -155,14 +158,64 @@ def test_pathway_memory_admission_window_and_pointer_off_by_one():
     assert [r.frame_idx for _, r in mem] == [0] and [d for d, _ in ptrs] == [1]
 
 
+def _tree_frame(pol: Sam2LongPolicy, track: ObjectTrack, f: int, rows: list[list[float]], logits: list[float]
+                ) -> None:
+    """One tracked frame through the production hooks (memory_reads, choose, remember, prune), with scripted
+    decoder outputs: ``rows[i]`` / ``logits[i]`` are the IoUs / object logit of distinct head i's run."""
+    reads = pol.memory_reads(track, f, 16)
+    runs = [DecoderRun(torch.zeros(1, len(rows[i]), 2, 2), torch.tensor([rows[i]]), torch.zeros(1, len(rows[i]), 8),
+                       logits[i]) for i in range(len(reads))]
+    decision = pol.choose(track, f, runs, 64)
+    kept = []
+    for c in decision.choices:
+        run = runs[c.read]
+        iou = c.iou if c.iou is not None else float(run.ious[0, c.candidate])
+        rec = FrameRecord(f, False, torch.zeros(1, 8), run.object_score_logit, iou,
+                          maskmem_features=torch.zeros(4, 1, 2, dtype=torch.bfloat16))
+        kept.append(Kept(c, rec, None))  # type: ignore[arg-type]  # the output is the engine's, unused here
+    pol.remember(track, f, decision, kept, 16)
+    pol.prune(track, f)
+
+
+def _tree_track(pol: Sam2LongPolicy) -> ObjectTrack:
+    track = ObjectTrack(1)
+    track.policy_state = pol.new_object_state(1)
+    track.cond[0] = FrameRecord(0, True, torch.zeros(1, 8), 10.0, 1.0, torch.zeros(4, 1, 2, dtype=torch.bfloat16))
+    pol.record_stored(track, track.cond[0])
+    return track
+
+
 def test_admitted_list_is_capped_and_dead_lineages_are_freed():
-    head = None
+    """Production admission (choose + remember + prune), not a re-implementation: a lineage's admitted list is
+    its last max_obj_ptrs - 1 = 15 admitted frames (IoU > threshold and logit > 0), and no node outside the
+    live pathways' admitted lists and heads stays reachable (a lineage dropped by the tree is freed)."""
+    pol = Sam2LongPolicy(num_pathways=1, mode="online")
+    track = _tree_track(pol)
+    alive: dict[int, weakref.ref] = {}
+    rejected = {10, 20, 33}  # low IoU (10, 33) or object absent (20): not admitted
     for f in range(1, 40):
-        head = _node(f, 0.9, 1.0, head)
-    assert head is not None
-    assert [n.rec.frame_idx for n in head.admitted] == list(range(25, 40))
-    # nothing older than the admitted list is reachable from the head
-    assert not hasattr(head, "parent")
+        iou = 0.1 if f in (10, 33) else 0.9
+        _tree_frame(pol, track, f, [[iou, 0.05, 0.05]], [-1.0 if f == 20 else 5.0])
+        alive[f] = weakref.ref(pol.state(track).pathways[0].head)
+    head = pol.state(track).pathways[0].head
+    expected = [f for f in range(1, 40) if f not in rejected][-15:]  # hand-derived: the last 15 admitted
+    assert [n.rec.frame_idx for n in head.admitted] == expected
+    gc.collect()
+    assert sorted(f for f, ref in alive.items() if ref() is not None) == sorted({*expected, 39})
+
+    # two pathways: an uncertain frame splits them, then certain frames keep both branches of pathway 0 only
+    pol = Sam2LongPolicy(num_pathways=2, mode="online", uncertainty=2.0)
+    track = _tree_track(pol)
+    _tree_frame(pol, track, 1, [[0.9, 0.5, 0.2]], [5.0])  # frame s + 1: one shared step
+    _tree_frame(pol, track, 2, [[0.9, 0.6, 0.2]], [0.5])  # uncertain: two distinct candidates survive
+    a, b = (pw.head for pw in pol.state(track).pathways)
+    assert a is not b and (a.rec.iou, b.rec.iou) == pytest.approx((0.9, 0.6))
+    dropped = weakref.ref(b)
+    del b
+    _tree_frame(pol, track, 3, [[0.9, 0.8, 0.1], [0.2, 0.1, 0.1]], [5.0, 5.0])  # certain: both from pathway 0
+    assert all(pw.head.admitted[-2] is a for pw in pol.state(track).pathways)
+    gc.collect()
+    assert dropped() is None  # the dead lineage is freed
 
 
 def test_final_masks_trace_back_the_best_pathway():
