@@ -20,7 +20,9 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from vidtrack.cli_errors import PROGRESS
+from vidtrack.cli_options import TrackerOptions, tracker_options
 from vidtrack.errors import InputError
+from vidtrack.export.registry import format_help
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
                   help="Promptable video object segmentation and tracking (SAM 2.1, SAMURAI, SAM2Long, YOLO11-seg).")
@@ -53,13 +55,12 @@ def _peak_rss_mb() -> float:
 
 
 @app.command()
+@tracker_options
 def track(
     source: Annotated[str, typer.Argument(help="video file, frame folder, camera (/dev/video0) or stream URL")],
     out_dir: Annotated[Path, typer.Option("--out", "-o", help="output folder")],
     model: Annotated[str, typer.Option("--model", "-m", help="model name, see `vidtrack models`")] = "sam2.1-tiny",
     checkpoint: Annotated[str | None, typer.Option(help="Meta .pt/.safetensors file or transformers folder")] = None,
-    model_config: Annotated[str | None, typer.Option(help="Meta's yaml model config of a custom-size --checkpoint "
-                                                          "(default: <checkpoint>.yaml beside it, if any)")] = None,
     mask: Annotated[list[Path] | None, typer.Option(help="mask PNG (palette PNG: one object per index); "
                                                       "frame taken from a numeric file name unless --frame")] = None,
     box: Annotated[str | None, typer.Option(help="box x,y,w,h in pixels")] = None,
@@ -67,15 +68,6 @@ def track(
     prompts: Annotated[Path | None, typer.Option(help="prompts.json with prompts on any frames")] = None,
     frame: Annotated[int | None, typer.Option(help="frame of --box/--points/--mask (default 0)")] = None,
     object_id: Annotated[int, typer.Option(help="object id for --box/--points")] = 1,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
-    dtype: Annotated[str, typer.Option(help="weights: auto (float32), float32, bfloat16, float16")] = "auto",
-    autocast: Annotated[str, typer.Option(help="auto (bf16 on Ampere+ GPUs, fp16 on older, off on CPU), off, "
-                                               "bfloat16, float16")] = "auto",
-    compile: Annotated[bool, typer.Option(help="torch.compile the model (warm-up at load)")] = False,
-    encoder_ahead: Annotated[str, typer.Option(help="image encoder one frame ahead: auto (GPU), on, off")] = "auto",
-    threads: Annotated[int | None, typer.Option(help="CPU threads (default: CPUs available to this process)")] = None,
-    max_batch: Annotated[int | None, typer.Option(help="objects per memory-attention/decoder call (1 = one at "
-                                                       "a time; default 16 on GPU, 1 on CPU)")] = None,
     stride: Annotated[int, typer.Option(help="process every N-th frame")] = 1,
     start: Annotated[int, typer.Option(help="first frame")] = 0,
     end: Annotated[int | None, typer.Option(help="stop before this frame")] = None,
@@ -84,23 +76,18 @@ def track(
     backward: Annotated[bool, typer.Option(help="also fill the frames before the earliest prompt (official: Meta's "
                                            "reverse propagation; causal: later-prompted objects back to the first "
                                            "frame)")] = True,
-    semantics: Annotated[str, typer.Option(help="prompts on several frames: official (Meta's predictor: every "
-                                           "prompt first, tracking from the earliest prompted frame) or causal "
-                                           "(a prompt takes effect when its frame is reached), see "
-                                           "docs/SEMANTICS.md")] = "official",
-    resize: Annotated[str, typer.Option(help="frame resize: transformers or official")] = "transformers",
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
-    formats: Annotated[str, typer.Option("--format", "-f", help="output formats, comma-separated: rle-json, "
-                                         "rle-jsonl, ytvis-json, davis-png, sav-png, mots-txt, mot-txt, box-txt, "
-                                         "overlay-mp4")] = "rle-json",
+    formats: Annotated[str, typer.Option("--format", "-f", help=format_help("output formats, comma-separated: "))
+                       ] = "rle-json",
     strict: Annotated[bool, typer.Option(help="a video that ends before the frame count its header declares "
                                               "(truncated) is an error, not a warning")] = False,
+    tracker: TrackerOptions | None = None,
 ) -> None:
     """Track objects through a video and write the chosen formats (default: COCO-RLE JSON masks.json) to --out."""
     PROGRESS.where = "while checking the inputs"
-    from vidtrack.api import SEMANTICS, PromptSchedule, TrackingConfig, check_prompts, create_tracking_loader
+    from vidtrack.api import PromptSchedule, check_prompts, create_tracking_loader
     from vidtrack.catalog import resolve_model
-    from vidtrack.cli_export import check_formats, write_formats
+    from vidtrack.export import check_formats, write_formats
     from vidtrack.export.atomic import atomic_write
     from vidtrack.output_checks import check_output_dir
     from vidtrack.prompt_files import load_prompts_json, mask_prompts, parse_box, parse_points
@@ -117,8 +104,8 @@ def track(
         plist += load_prompts_json(prompts)
     if not plist:
         raise InputError("no prompt given; pass --mask PNG, --box x,y,w,h, --points 'x,y;...' or --prompts FILE")
-    if semantics not in SEMANTICS:
-        raise InputError(f"--semantics must be one of {', '.join(SEMANTICS)}; got {semantics!r}")
+    assert tracker is not None  # given by @tracker_options
+    tracker.check(model)
 
     src = open_source(source, stride=stride, start=start, end=end)
     height, width = src.probe_size()
@@ -128,10 +115,8 @@ def track(
     check_formats(formats, src)
     check_output_dir(out_dir)
     requested = resolve_model(model).name
-    config = TrackingConfig(model_id=model, device=device, dtype=dtype, checkpoint_path=checkpoint,
-                            model_config=model_config, cache_dir=cache_dir, download=download, backward=backward,
-                            semantics=semantics, resize=resize, autocast=autocast, compile=compile,
-                            encoder_ahead=encoder_ahead, threads=threads, max_batch=max_batch)
+    config = tracker.config(model, checkpoint_path=checkpoint, cache_dir=cache_dir, download=download,
+                            backward=backward)
     loader = create_tracking_loader(model, config)
     PROGRESS.where = f"while loading {loader.name}"
     t0 = time.perf_counter()

@@ -2,13 +2,16 @@
 
 from __future__ import annotations
 
+import json
 import sys
 from pathlib import Path
 from typing import Annotated
 
 import typer
 
+from vidtrack.cli_options import TRACKING_DEFAULTS, TrackerOptions, tracker_options
 from vidtrack.errors import InputError
+from vidtrack.export.registry import format_help
 
 BATCH_HELP = (
     "Track many videos listed in a manifest (.jsonl, .csv or .json: source, prompts or mask/box, optional id, "
@@ -31,21 +34,18 @@ def batch(
     model: Annotated[str, typer.Option("--model", "-m", help="default model (a manifest entry may override)")
                      ] = "sam2.1-tiny",
     checkpoint: Annotated[str | None, typer.Option(help="Meta .pt/.safetensors file or transformers folder")] = None,
-    formats: Annotated[str, typer.Option("--format", "-f", help="default output formats, comma-separated")
-                       ] = "rle-json",
+    formats: Annotated[str, typer.Option("--format", "-f", help=format_help("default output formats, "
+                                                                            "comma-separated: "))] = "rle-json",
     stride: Annotated[int, typer.Option(help="process every N-th frame")] = 1,
     start: Annotated[int, typer.Option(help="first frame")] = 0,
     end: Annotated[int | None, typer.Option(help="stop before this frame")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu or cuda (workers get GPUs round-robin)")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16, float16")] = "auto",
-    resize: Annotated[str, typer.Option(help="frame resize: transformers or official")] = "transformers",
     backward: Annotated[bool, typer.Option(help="track later-prompted objects back to the first frame")] = True,
     retries: Annotated[int, typer.Option(help="extra attempts for a video that failed for a reason other than "
                                               "bad input (or whose worker died)")] = 1,
-    threads: Annotated[int | None, typer.Option(help="torch CPU threads per worker")] = None,
     gpus_per_worker: Annotated[float | None, typer.Option(help="Ray: GPUs per actor (0.5 = two per GPU)")] = None,
     ray_cpus: Annotated[int | None, typer.Option(help="Ray: CPUs of the local cluster started for the run")] = None,
     quiet: Annotated[bool, typer.Option("--quiet", "-q", help="no progress bar")] = False,
+    tracker: TrackerOptions | None = None,
 ) -> None:
     from rich.console import Console
 
@@ -56,9 +56,16 @@ def batch(
         raise InputError("--stride must be >= 1 and --start >= 0")
     if retries < 0:
         raise InputError("--retries must be >= 0")
+    assert tracker is not None  # given by @tracker_options
+    tracker.check(model)
+    # device and threads are per worker (GPUs round-robin); dtype and resize are per video (a manifest entry may
+    # change them); the other tracker options hold for the whole batch
+    extra = {k: v for k, v in tracker.config_fields().items() if k not in ("device", "threads", "dtype", "resize")}
+    changed = {k: v for k, v in extra.items() if v != TRACKING_DEFAULTS[k]}
     defaults = JobOptions(model=model, checkpoint=str(Path(checkpoint).expanduser().resolve()) if checkpoint else None,
-                          dtype=dtype, resize=resize, backward=backward,
-                          formats=parse_format_list(formats, "--format"), stride=stride, start=start, end=end)
+                          dtype=tracker.dtype, resize=tracker.resize, backward=backward,
+                          formats=parse_format_list(formats, "--format"), stride=stride, start=start, end=end,
+                          tracking=json.dumps(changed, sort_keys=True) if changed else "")
     from vidtrack.cli_errors import PROGRESS
     from vidtrack.output_checks import check_output_dir
 
@@ -66,7 +73,7 @@ def batch(
     jobs = load_manifest(manifest, defaults)
     PROGRESS.kept = f"finished videos are kept in {out_dir}; run the same command again to resume"
     opts = BatchOptions(out_dir=out_dir.expanduser().resolve(), executor=executor.strip().lower(), workers=workers,
-                        device=device, retries=retries, threads=threads, address=address,
+                        device=tracker.device, retries=retries, threads=tracker.threads, address=address,
                         gpus_per_worker=gpus_per_worker, ray_cpus=ray_cpus, quiet=quiet)
     err = Console(stderr=True)
     summary = run_batch(jobs, opts, console=err)
@@ -80,4 +87,4 @@ def batch(
 
 def register(app: typer.Typer) -> None:
     """Add ``batch`` to the ``vidtrack`` command."""
-    app.command("batch", help=BATCH_HELP)(batch)
+    app.command("batch", help=BATCH_HELP)(tracker_options(batch))

@@ -8,6 +8,7 @@ from typing import Annotated
 
 import typer
 
+from vidtrack.cli_options import AUTOCASTS, ON_OFF_AUTO, check_choice, check_positive, parse_policy_options
 from vidtrack.errors import InputError
 
 
@@ -16,19 +17,6 @@ def _csv(text: str, cast: type = str) -> list:
         return [cast(v.strip()) for v in text.split(",") if v.strip()]
     except ValueError:
         raise InputError(f"cannot parse list {text!r}: expected comma-separated values") from None
-
-
-def _policy_options(items: list[str]) -> dict:
-    out = {}
-    for item in items:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise InputError(f"--policy-option must be KEY=VALUE; got {item!r}")
-        try:
-            out[key] = json.loads(value)
-        except ValueError:
-            out[key] = value
-    return out
 
 
 def register(app: typer.Typer) -> None:
@@ -57,7 +45,8 @@ def register(app: typer.Typer) -> None:
         compile: Annotated[str, typer.Option(help="comma-separated: off, on (torch.compile + warm-up)")] = "off",
         encoder_ahead: Annotated[str, typer.Option(help="auto (GPU), on, off")] = "auto",
         threads: Annotated[int | None, typer.Option(help="CPU threads (default: CPUs of this process)")] = None,
-        policy_option: Annotated[list[str] | None, typer.Option(help="policy option KEY=VALUE (repeatable)")] = None,
+        policy_option: Annotated[list[str] | None, typer.Option(help="policy option KEY=VALUE, repeatable (e.g. "
+                                                                     "mode=online for SAM2Long)")] = None,
         json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
         md_out: Annotated[Path | None, typer.Option("--md", help="write a markdown table here")] = None,
         compare: Annotated[Path | None, typer.Option(help="earlier --json file: print FPS ratios")] = None,
@@ -77,6 +66,9 @@ def register(app: typer.Typer) -> None:
         for target, option in ((json_out, "--json"), (md_out, "--md")):
             if target is not None:
                 check_output_file(target, option)
+        check_choice(autocast, AUTOCASTS, "--autocast")  # the same rules as track/eval/batch (vidtrack.cli_options)
+        check_choice(encoder_ahead, ON_OFF_AUTO, "--encoder-ahead")
+        check_positive(threads, "--threads")
         compiles = []
         for v in _csv(compile):
             if v not in ("on", "off"):
@@ -85,7 +77,7 @@ def register(app: typer.Typer) -> None:
         base = BenchCase(arch=arch, checkpoint=checkpoint, source=source, height=h, width=w, warmup=warmup,
                          object_bias=object_bias, iou_spread=iou_spread, autocast=autocast,
                          encoder_ahead=encoder_ahead, threads=threads,
-                         policy_options=_policy_options(policy_option or []))
+                         policy_options=parse_policy_options(policy_option))
         sizes = [s or None for s in _csv(image_size, int)]
         results = run_sweep(base, model=_csv(models), frames=_csv(frames, int), objects=_csv(objects, int),
                             image_size=sizes, device=_csv(device), dtype=_csv(dtype),

@@ -18,6 +18,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 from rich.table import Table
 
 from vidtrack.cli_errors import PROGRESS
+from vidtrack.cli_options import TrackerOptions, tracker_options
 from vidtrack.errors import InputError
 from vidtrack.output_checks import check_output_dir
 
@@ -218,21 +219,22 @@ def eval_cmd(
     sequences: SeqOpt = None,
     resolution: ResOpt = "480p",
     checkpoint: Annotated[str | None, typer.Option(help="Meta .pt/.safetensors file or transformers folder")] = None,
-    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N")] = "auto",
-    dtype: Annotated[str, typer.Option(help="auto, float32, bfloat16, float16")] = "auto",
     cache_dir: Annotated[str | None, typer.Option(help="Hugging Face cache folder")] = None,
     download: Annotated[bool, typer.Option(help="allow downloading weights from the Hub")] = False,
     mot: MotOpt = False,
     absent: AbsentOpt = "fail",
     as_json: JsonOpt = False,
     quiet: QuietOpt = False,
+    tracker: TrackerOptions | None = None,
 ) -> None:
     """Run a model over every unfinished sequence of a dataset, then score all of them."""
-    from vidtrack.api import TrackingConfig, create_tracking_loader
+    from vidtrack.api import create_tracking_loader
     from vidtrack.catalog import resolve_model
     from vidtrack.eval.runner import check_run_info, pending_sequences, run_boxes, run_info, run_vos, timing_summary
 
     check_output_dir(out_dir)
+    assert tracker is not None  # given by @tracker_options
+    tracker.check(model)
     lay = _layout(layout, dataset_dir)
     dataset = _dataset(lay, dataset_dir, sequences, resolution)
     protocol = _protocol(rules, lay) if lay != "lasot" else None
@@ -242,8 +244,7 @@ def eval_cmd(
     check_run_info(out_dir, run_info(model_name, protocol.name if protocol is not None else "ope", dataset))
     todo = pending_sequences(dataset, out_dir)
     if todo:
-        config = TrackingConfig(model_id=model, device=device, dtype=dtype, checkpoint_path=checkpoint,
-                                cache_dir=cache_dir, download=download)
+        config = tracker.config(model, checkpoint_path=checkpoint, cache_dir=cache_dir, download=download)
         loader = create_tracking_loader(model, config)
         PROGRESS.where = f"while loading {loader.name}"
         loader.load()
@@ -272,5 +273,5 @@ def eval_cmd(
 
 def register(app: typer.Typer) -> None:
     """Add ``eval`` and ``score`` to the ``vidtrack`` command."""
-    app.command("eval")(eval_cmd)
+    app.command("eval")(tracker_options(eval_cmd))
     app.command("score")(score_cmd)

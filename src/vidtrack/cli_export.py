@@ -1,7 +1,7 @@
 """``vidtrack export``: convert a tracking result into the formats other tools read.
 
-Also :func:`write_formats` and :func:`check_formats`, which ``vidtrack track --format`` uses to write its
-outputs with the same names and defaults.
+Format writing itself (also what ``vidtrack track --format`` uses) is :mod:`vidtrack.export`:
+:func:`~vidtrack.export.check_formats`, :func:`~vidtrack.export.write_formats`.
 """
 
 from __future__ import annotations
@@ -12,42 +12,10 @@ from typing import Annotated, Any
 import typer
 
 from vidtrack.errors import InputError
+from vidtrack.export.registry import check_formats, format_help
 
-FORMAT_HELP = ("comma-separated: rle-json, rle-jsonl, ytvis-json, davis-png, sav-png, mots-txt, mot-txt, box-txt, "
-               "overlay-mp4 (needs --source)")
-
-
-def check_formats(formats: str, source: object = None) -> list[str]:
-    """Validate a ``--format`` value before any work is done; returns the names.
-
-    ``source`` may be the path/URL or an opened :class:`~vidtrack.sources.FrameSource`. Raises
-    :class:`InputError` for an unknown name, or for ``overlay-mp4`` without a source that can be read again
-    (none given, or a live stream: camera, network stream, pipe).
-    """
-    from vidtrack.export import FORMATS, parse_formats
-
-    names = parse_formats(formats)
-    if any(FORMATS[n].needs_images for n in names):
-        if source is None:
-            raise InputError("overlay-mp4 draws on the video: pass the source video (--source VIDEO)")
-        if getattr(source, "is_live", False):
-            raise InputError(f"overlay-mp4 re-reads the video after tracking, but {getattr(source, 'name', source)} "
-                             "is a live stream; record it to a file first, or drop overlay-mp4")
-    return names
-
-
-def write_formats(result: Any, out_dir: str | Path, formats: str, source: object = None, *,
-                  info: dict[str, Any] | None = None, options: dict[str, dict[str, Any]] | None = None,
-                  progress: Any = None) -> dict[str, Path]:
-    """Write ``result`` into ``out_dir`` in each of ``formats`` (a ``--format`` string); returns name -> path.
-
-    ``source`` is the video the result was tracked on, re-read for ``overlay-mp4`` (frames are matched by
-    ``frame_idx``, so ``--stride``/``--start`` results work). File names: see ``vidtrack export --help``.
-    """
-    from vidtrack.export import export_result
-
-    names = check_formats(formats, source)
-    return export_result(result, out_dir, names, source=source, info=info, options=options, progress=progress)
+FORMAT_HELP = format_help("comma-separated: ")
+"""From the format table, so a new format appears in the help of export, track and batch."""
 
 
 def export(

@@ -66,10 +66,11 @@ class JobOptions:
     stride: int = 1
     start: int = 0
     end: int | None = None
+    tracking: str = ""  # JSON of further TrackingConfig fields (the CLI's tracker options); batch-wide only
 
     def model_key(self) -> tuple[Any, ...]:
         """What identifies a loaded model: videos with the same key share one loaded model in a worker."""
-        return (self.model, self.checkpoint, self.dtype, self.resize, self.backward)
+        return (self.model, self.checkpoint, self.dtype, self.resize, self.backward, self.tracking)
 
 
 @dataclass(frozen=True)
@@ -129,7 +130,7 @@ class VideoJob:
 
 _ALIASES = {"video": "source", "format": "formats", "prompt": "prompts", "object": "object_id"}
 _JOB_FIELDS = {"id", "source", "prompts", "mask", "box", "points", "frame", "object_id"}
-_OPTION_FIELDS = {f.name for f in fields(JobOptions)}
+_OPTION_FIELDS = {f.name for f in fields(JobOptions)} - {"tracking"}  # tracker options: batch-wide, from the CLI
 _KNOWN = _JOB_FIELDS | _OPTION_FIELDS
 
 

@@ -133,6 +133,8 @@ def job_inputs(job: Any, prompts: list[Prompt]) -> dict[str, Any]:
     """Everything a video's outputs depend on, as JSON-ready data (stored in the marker)."""
     opts = asdict(job.options)
     opts["formats"] = sorted(job.options.formats)
+    if not opts.get("tracking"):
+        opts.pop("tracking", None)  # no tracker options: the same checksum as before the field existed
     return {
         "video": video_fingerprint(job.source),
         "prompts": prompts_digest(prompts),

@@ -9,6 +9,7 @@ bad video never takes the worker down.
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import socket
@@ -61,9 +62,10 @@ class VideoProcessor:
         while len(self._loaders) >= self.max_models:
             _, old = self._loaders.popitem(last=False)
             old.unload()
+        extra = json.loads(opts.tracking) if opts.tracking else {}
         config = TrackingConfig(model_id=opts.model, device=self.device, dtype=opts.dtype,
                                 checkpoint_path=opts.checkpoint, resize=opts.resize, backward=opts.backward,
-                                threads=self.threads)
+                                threads=self.threads, **extra)
         loader = create_tracking_loader(opts.model, config).load()
         self._loaders[key] = loader
         return loader
