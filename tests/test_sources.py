@@ -6,8 +6,10 @@ start/end can be checked from pixel values: exactly for lossless codecs, approxi
 
 from __future__ import annotations
 
+import contextlib
+import multiprocessing
 import os
-import threading
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -596,30 +598,49 @@ def test_unknown_url_scheme() -> None:
 # ------------------------------------------------------------------------------------------ live (FIFO)
 
 
+def _fifo_writer_main(fifo: str, n: int) -> None:
+    """Body of the writer process: the whole stream, or until the reader goes away."""
+    with contextlib.suppress(BrokenPipeError):  # the reader stopped early (end=..., close): allowed
+        write_video(Path(fifo), "mpeg4", n=n, pix_fmt="yuv420p", fmt="mpegts")
+
+
 class FifoWriter:
-    """A thread writing an MPEG-TS stream of flat-colour frames into a FIFO, like a camera feeding a pipe."""
+    """Another process writing an MPEG-TS stream of flat-colour frames into a FIFO, like a camera feeding a pipe.
+
+    A process, not a thread: PyAV keeps the GIL while FFmpeg blocks on the FIFO (opening it, or writing to a
+    full pipe), so a writer thread could freeze the reading thread that would unblock it (seen: 1 run in 12).
+    """
 
     def __init__(self, fifo: Path, n: int) -> None:
         os.mkfifo(fifo)
         self.fifo = fifo
-        self.errors: list[BaseException] = []
-        self.thread = threading.Thread(target=self._run, args=(n,), daemon=True)
-        self.thread.start()
-
-    def _run(self, n: int) -> None:
-        try:
-            write_video(self.fifo, "mpeg4", n=n, pix_fmt="yuv420p", fmt="mpegts")
-        except BrokenPipeError:
-            pass  # the reader stopped early (end=...), which is allowed
-        except BaseException as exc:
-            self.errors.append(exc)
+        self.errors: list[str] = []
+        self.process = multiprocessing.get_context("spawn").Process(
+            target=_fifo_writer_main, args=(str(fifo), n), daemon=True
+        )
+        self.process.start()
 
     def stop(self) -> None:
-        if self.thread.is_alive():  # unblock a writer still waiting for (or writing to) a reader
-            with open(self.fifo, "rb") as drain:
-                drain.read()
-        self.thread.join(timeout=10)
-        assert not self.thread.is_alive()
+        """Unblock a writer still waiting for (or writing to) a reader, then join it.
+
+        The FIFO is opened for reading without blocking: a blocking open waits for a writer, and the writer
+        may close its end between an ``is_alive()`` check and that open.
+        """
+        fd = os.open(self.fifo, os.O_RDONLY | os.O_NONBLOCK)
+        try:
+            deadline = time.monotonic() + 30
+            while self.process.is_alive() and time.monotonic() < deadline:
+                try:
+                    if not os.read(fd, 1 << 16):
+                        time.sleep(0.01)  # no writer at the moment (not yet opened, or gone)
+                except BlockingIOError:
+                    time.sleep(0.01)  # a writer, but nothing to read yet
+        finally:
+            os.close(fd)
+        self.process.join(timeout=10)
+        assert not self.process.is_alive()
+        if self.process.exitcode != 0:
+            self.errors.append(f"writer process exited with status {self.process.exitcode}")
 
 
 needs_fifo = pytest.mark.skipif(not hasattr(os, "mkfifo"), reason="os.mkfifo is not available on this platform")
