@@ -220,3 +220,22 @@ def test_help_models_and_bad_input_import_neither_torch_nor_transformers(tmp_pat
                            ) == (2, [])
     assert _imported_after(["track", str(tmp_path / "missing.mp4"), "--box", "1,1,5,5", "-o", str(tmp_path / "o"),
                             "--device", "gpu"]) == (2, [])
+
+
+def test_eval_refuses_to_resume_with_other_tracker_options(tmp_path):
+    from vidtrack.cli_options import TrackerOptions
+    from vidtrack.errors import InputError
+    from vidtrack.eval.runner import check_run_info
+
+    def info(**options):  # type: ignore[no-untyped-def]
+        return {"model": "sam2.1-tiny", "protocol": "davis", "tracker": TrackerOptions(**options).mask_fields()}
+
+    check_run_info(tmp_path, info())
+    check_run_info(tmp_path, info(device="cpu", threads=2))  # does not change masks: resumes
+    with pytest.raises(InputError, match="tracker="):
+        check_run_info(tmp_path, info(semantics="causal"))
+    with pytest.raises(InputError, match="tracker="):
+        check_run_info(tmp_path, info(policy_option=["window=2"], policy="my_policy:RecentMemoryPolicy"))
+    old = tmp_path / "old"
+    check_run_info(old, {"model": "sam2.1-tiny", "protocol": "davis"})  # a folder from before the options
+    check_run_info(old, info(semantics="causal"))

@@ -241,7 +241,8 @@ def eval_cmd(
     if lay == "lasot":
         _absent(absent)
     model_name = resolve_model(model).name
-    check_run_info(out_dir, run_info(model_name, protocol.name if protocol is not None else "ope", dataset))
+    check_run_info(out_dir, run_info(model_name, protocol.name if protocol is not None else "ope", dataset,
+                                     tracker=tracker.mask_fields()))
     todo = pending_sequences(dataset, out_dir)
     if todo:
         config = tracker.config(model, checkpoint_path=checkpoint, cache_dir=cache_dir, download=download)

@@ -139,6 +139,11 @@ class TrackerOptions:
                 "resize": self.resize, "semantics": self.semantics, "model_config": self.model_config,
                 "policy": self.policy, "policy_options": self.policy_options, "image_size": self.image_size}
 
+    def mask_fields(self) -> dict[str, Any]:
+        """The options that change masks (what a resumed ``eval`` run folder must agree on)."""
+        keep = ("dtype", "resize", "semantics", "model_config", "policy", "policy_options", "image_size")
+        return {k: v for k, v in self.config_fields().items() if k in keep}
+
     def config(self, model: str, **extra: Any) -> Any:
         """The one :class:`~vidtrack.config.TrackingConfig` of a command: these options plus ``extra``
         (checkpoint, cache folder, backward...)."""

@@ -263,7 +263,8 @@ def _got_keep(seq: BoxSequence) -> np.ndarray:
 
 
 def check_run_info(out_dir: str | Path, info: dict[str, Any]) -> None:
-    """Refuse to resume into a run folder made with another model or protocol; record ``info``."""
+    """Refuse to resume into a run folder made with another model, protocol or tracker options (those that
+    change masks); record ``info``. A folder recorded without tracker options resumes with any."""
     out_dir = Path(out_dir)
     path = out_dir / "run_info.json"
     if path.is_file():
@@ -271,7 +272,7 @@ def check_run_info(out_dir: str | Path, info: dict[str, Any]) -> None:
             old = json.loads(path.read_text())
         except (OSError, ValueError):
             old = {}
-        diff = [k for k in ("model", "protocol") if k in old and k in info and old[k] != info[k]]
+        diff = [k for k in ("model", "protocol", "tracker") if k in old and k in info and old[k] != info[k]]
         if diff:
             k = diff[0]
             raise InputError(f"{out_dir} holds predictions made with {k}={old[k]!r}, not {info[k]!r}; "
@@ -280,9 +281,14 @@ def check_run_info(out_dir: str | Path, info: dict[str, Any]) -> None:
         json.dump(info, f, indent=1)
 
 
-def run_info(model: str, protocol: str, dataset: VOSDataset | BoxDataset) -> dict[str, Any]:
-    """What a run folder is tied to: the canonical model name, the protocol and the dataset folder."""
-    return {"model": model, "protocol": protocol, "dataset": str(Path(dataset.root).resolve())}
+def run_info(model: str, protocol: str, dataset: VOSDataset | BoxDataset,
+             tracker: dict[str, Any] | None = None) -> dict[str, Any]:
+    """What a run folder is tied to: the canonical model name, the protocol, the dataset folder and, when
+    given, the tracker options that change masks (policy, semantics, input size...)."""
+    info: dict[str, Any] = {"model": model, "protocol": protocol, "dataset": str(Path(dataset.root).resolve())}
+    if tracker is not None:
+        info["tracker"] = tracker
+    return info
 
 
 def _vos_prompts(seq: VOSSequence, protocol: VOSProtocol, index: dict[str, int]) -> list[Prompt]:
