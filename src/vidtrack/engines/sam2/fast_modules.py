@@ -29,6 +29,7 @@ transformers package itself is never patched, and a model without the call runs 
 
 from __future__ import annotations
 
+import contextlib
 from typing import Any
 
 import torch
@@ -52,8 +53,15 @@ from transformers.models.sam2_video.modeling_sam2_video import (
 
 def _fresh() -> Any:
     """A context that makes cached tables ordinary tensors (not inference tensors), so a table built under
-    ``torch.inference_mode`` can later be used in a plain ``no_grad`` or autograd context."""
-    return torch.inference_mode(False)
+    ``torch.inference_mode`` can later be used in a plain ``no_grad`` or autograd context. Nothing under
+    ``torch.compile``, which traces the stock computation instead of the caches (see :func:`_compiling`)."""
+    return contextlib.nullcontext() if _compiling() else torch.inference_mode(False)
+
+
+def _compiling() -> bool:
+    """True while ``torch.compile`` traces: the caches below are plain Python side effects (dicts on the module,
+    keys from storage pointers) that dynamo cannot trace, so a compiled graph computes the tables itself."""
+    return bool(torch.compiler.is_compiling())
 
 
 # --- Hiera attention --------------------------------------------------------------------------------------
@@ -118,7 +126,7 @@ class CachedPosEmbedHiera(Sam2HieraDetModel):
     only when the two parameters change (their version counters and storage are part of the cache key)."""
 
     def _get_pos_embed(self, hw: tuple[int, int]) -> torch.Tensor:
-        if torch.is_grad_enabled():  # training: the embedding must stay in the graph
+        if torch.is_grad_enabled() or _compiling():  # training: the embedding must stay in the graph
             return super()._get_pos_embed(hw)
         p, w = self.pos_embed, self.pos_embed_window
         key = (tuple(hw), str(p.device), p.dtype, p._version, w._version, p.data_ptr(), w.data_ptr())
@@ -138,7 +146,7 @@ class CachedSinePositionEmbedding(Sam2SinePositionEmbedding):
 
     def forward(self, shape: torch.Size, device: Any, dtype: torch.dtype, mask: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        if mask is not None:
+        if mask is not None or _compiling():
             return super().forward(shape, device, dtype, mask)
         cache: dict[tuple[Any, ...], torch.Tensor] = self.__dict__.setdefault("_pe_cache", {})
         key = (tuple(shape), str(device), dtype)
@@ -155,7 +163,7 @@ class CachedVideoSinePositionEmbedding(Sam2VideoPositionEmbeddingSine):
 
     def forward(self, shape: torch.Size, device: Any, dtype: torch.dtype, mask: torch.Tensor | None = None
                 ) -> torch.Tensor:
-        if mask is not None:
+        if mask is not None or _compiling():
             return super().forward(shape, device, dtype, mask)
         cache: dict[tuple[Any, ...], torch.Tensor] = self.__dict__.setdefault("_pe_cache", {})
         key = (tuple(shape), str(device), dtype)
@@ -262,7 +270,7 @@ class FastMemoryAttention(Sam2VideoMemoryAttention):
     position`` formed once for all layers (transformers forms it in every layer)."""
 
     def rope_tables(self, device: torch.device) -> RopeTables:
-        cache: dict[str, RopeTables] = self.__dict__.setdefault("_rope_cache", {})
+        cache: dict[str, RopeTables] = {} if _compiling() else self.__dict__.setdefault("_rope_cache", {})
         tables = cache.get(str(device))
         if tables is None:
             with _fresh(), torch.no_grad():
