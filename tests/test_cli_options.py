@@ -192,8 +192,9 @@ def test_format_help_is_the_format_table():
         assert fmt.help.endswith(format_help(""))
 
 
-def _imported_after(args: list[str]) -> tuple[int, list[str]]:
-    """Run the CLI in a fresh interpreter; which heavy modules it imported."""
+def _imported_after(args: list[str], error: str = "") -> tuple[int, list[str]]:
+    """Run the CLI in a fresh interpreter; which heavy modules it imported (and, given ``error``, that its error
+    line says so: the check under test is the one that answered)."""
     code = textwrap.dedent("""
         import sys
         from vidtrack.cli import main
@@ -209,10 +210,11 @@ def _imported_after(args: list[str]) -> tuple[int, list[str]]:
                           env={**os.environ, "COLUMNS": "120"})
     heavy = proc.stderr.strip().splitlines()[-1]
     assert heavy.startswith("HEAVY="), proc.stderr
+    assert error in proc.stderr, proc.stderr
     return proc.returncode, [m for m in heavy[len("HEAVY="):].split(",") if m]
 
 
-def test_help_models_and_bad_input_import_neither_torch_nor_transformers(tmp_path):
+def test_help_models_and_bad_input_import_neither_torch_nor_transformers(tmp_path, video):
     assert _imported_after(["--help"]) == (0, [])
     assert _imported_after(["track", "--help"]) == (0, [])
     assert _imported_after(["models"]) == (0, [])
@@ -220,6 +222,15 @@ def test_help_models_and_bad_input_import_neither_torch_nor_transformers(tmp_pat
                            ) == (2, [])
     assert _imported_after(["track", str(tmp_path / "missing.mp4"), "--box", "1,1,5,5", "-o", str(tmp_path / "o"),
                             "--device", "gpu"]) == (2, [])
+    # a policy and its options are checked by building the policy, which must not need torch (issue 17: every
+    # bad-input error well under a second)
+    track = ["track", str(video), "--box", "1,1,5,5", "-o", str(tmp_path / "o")]
+    assert _imported_after([*track, "--policy", "bogus"], error="unknown memory policy 'bogus'") == (2, [])
+    assert _imported_after([*track, "--policy-option", "bogus=1"], error="does not take these options") == (2, [])
+    assert _imported_after([*track, "--policy", "sam2long", "--policy-option", "mode=bogus"],
+                           error="sam2long mode must be") == (2, [])
+    assert _imported_after([*track, "--model", "samurai-tiny", "--policy-option", "bogus=1"],
+                           error="the samurai policy does not take these options") == (2, [])
 
 
 def test_eval_refuses_to_resume_with_other_tracker_options(tmp_path):

@@ -28,8 +28,6 @@ from __future__ import annotations
 
 from typing import Any
 
-import torch
-
 from vidtrack.engines.sam2.contract import Candidates, Choice, Decision, DecoderRun, Kept, MemoryRead
 from vidtrack.engines.sam2.state import FrameNote, FrameRecord, ObjectTrack, PolicyState
 from vidtrack.types import TrackingMask
@@ -52,7 +50,7 @@ class MemoryPolicy:
     # --- per-frame choices ---------------------------------------------------------------------------------
     def choose_candidate(self, track: ObjectTrack, frame_idx: int, cands: Candidates) -> int:
         """Index of the candidate to output and memorise: argmax predicted IoU."""
-        return int(torch.argmax(cands.ious).item()) if cands.multimask else 0
+        return int(cands.ious.argmax().item()) if cands.multimask else 0
 
     def frame_metadata(self, track: ObjectTrack, frame_idx: int, cands: Candidates, chosen: int) -> FrameNote | None:
         """What to keep beside this frame's record (read back in ``record_stored``, ``prune``...)."""

@@ -41,16 +41,18 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from vidtrack.engines.sam2.contract import Choice, Decision, DecoderRun, Kept, KeyScale, MemoryRead
 from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack, PolicyState
 from vidtrack.errors import InputError
 from vidtrack.policies.base import MemoryPolicy
 from vidtrack.types import TrackingMask
+
+if TYPE_CHECKING:  # torch is imported where it runs: checking --policy sam2long must not import it
+    import torch
 
 PRESETS: dict[str, tuple[float, float]] = {
     "paper": (0.3, 2.0),  # arXiv 2410.16268 v3 §4.1
@@ -123,6 +125,8 @@ def rank_weights(scores: Sequence[float], low: float = KEY_SCALE_RANGE[0], high:
                  ) -> torch.Tensor:
     """Key weights by score rank: ``linspace(low, high, n)``, the lowest score getting ``low`` (float32; ties
     in input order)."""
+    import torch
+
     s = torch.tensor([float(x) for x in scores], dtype=torch.float32)
     w = torch.zeros_like(s)
     w[torch.argsort(s, stable=True)] = torch.linspace(low, high, len(scores))
@@ -336,7 +340,7 @@ class Sam2LongPolicy(MemoryPolicy):
         if first:  # frame s + 1: the plain SAM 2.1 step, shared by every pathway
             r0 = runs[0]
             multimask = r0.masks.size(1) > 1
-            k = int(torch.argmax(r0.ious[0]).item()) if multimask else 0
+            k = int(r0.ious[0].argmax().item()) if multimask else 0
             chosen = [Branch(0, k, 0.0)] * self.num_pathways
             parents_idx = [0] * self.num_pathways
             uncertain = False

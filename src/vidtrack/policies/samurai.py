@@ -25,14 +25,15 @@ from __future__ import annotations
 
 from collections import deque
 from dataclasses import dataclass, field
-
-import torch
-import torch.nn.functional as F
+from typing import TYPE_CHECKING
 
 from vidtrack.engines.sam2.contract import Candidates
 from vidtrack.engines.sam2.state import FrameNote, FrameRecord, ObjectTrack, PolicyState
 from vidtrack.policies import kalman
 from vidtrack.policies.base import MemoryPolicy
+
+if TYPE_CHECKING:  # torch is imported where it runs: checking --policy samurai must not import it
+    import torch
 
 
 @dataclass
@@ -57,12 +58,14 @@ class SamuraiObjectState(PolicyState):
 
 def mask_box(low_res_logits: torch.Tensor, image_size: int) -> tuple[float, float, float, float]:
     """Box (x_min, y_min, x_max, y_max) of ``upsample(logits) > 0`` at model resolution; (0, 0, 0, 0) if empty."""
+    import torch.nn.functional as F
+
     high = F.interpolate(low_res_logits[None, None].float(), size=(image_size, image_size), mode="bilinear",
                          align_corners=False)[0, 0] > 0
-    rows = torch.nonzero(high.any(dim=1)).flatten()
+    rows = high.any(dim=1).nonzero().flatten()
     if rows.numel() == 0:
         return (0.0, 0.0, 0.0, 0.0)
-    cols = torch.nonzero(high.any(dim=0)).flatten()
+    cols = high.any(dim=0).nonzero().flatten()
     return (float(cols[0]), float(rows[0]), float(cols[-1]), float(rows[-1]))
 
 
@@ -114,25 +117,27 @@ class SamuraiPolicy(MemoryPolicy):
             return 0
         ious = cands.ious.float()
         if st.kf is None or st.stable_frames == 0:
-            k = int(torch.argmax(ious))
+            k = int(ious.argmax())
             st.kf = kalman.initiate(kalman.xyxy_to_xyah(self._box(cands, k)))
             st.stable_frames += 1
         elif st.stable_frames < self.stable_frames_threshold:
             st.kf = kalman.predict(st.kf)
-            k = int(torch.argmax(ious))
+            k = int(ious.argmax())
             if ious[k] > self.stable_ious_threshold:
                 st.kf = kalman.update(st.kf, kalman.xyxy_to_xyah(self._box(cands, k)))
                 st.stable_frames += 1
             else:
                 st.stable_frames = 0
         else:
+            import torch
+
             st.kf = kalman.predict(st.kf)
             boxes = [self._box(cands, j) for j in range(ious.numel())]
             kf_box = kalman.xyah_to_xyxy(st.kf.mean[:4])
             kf_ious = torch.tensor([kalman.box_iou(kf_box, b) for b in boxes], dtype=torch.float32)
             weighted = self.kf_score_weight * kf_ious + (1 - self.kf_score_weight) * ious  # float32, as official
-            k = int(torch.argmax(weighted))
-            st.last_choice_was_kf = k != int(torch.argmax(ious))
+            k = int(weighted.argmax())
+            st.last_choice_was_kf = k != int(ious.argmax())
             st.last_kf_score = float(kf_ious[k])
             if ious[k] < self.stable_ious_threshold:
                 st.stable_frames = 0

@@ -15,12 +15,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
-
-import torch
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 
 from vidtrack.engines.sam2.state import FrameNote, FrameRecord, ObjectTrack, PolicyState
 from vidtrack.types import TrackingMask
+
+if TYPE_CHECKING:  # annotations only: checking a policy's name and options (CLI) must not import torch
+    import torch
 
 NO_OBJ_SCORE = -1024.0
 """Logit written over every pixel of an absent object's mask (as in the official code)."""

@@ -8,8 +8,10 @@ session. Masks are not kept here at all: they are turned into RLE as soon as the
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # annotations only: the policies import this module, and checking one must not import torch
+    import torch
 
 
 class FrameNote:
