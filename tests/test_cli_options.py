@@ -231,6 +231,10 @@ def test_help_models_and_bad_input_import_neither_torch_nor_transformers(tmp_pat
                            error="sam2long mode must be") == (2, [])
     assert _imported_after([*track, "--model", "samurai-tiny", "--policy-option", "bogus=1"],
                            error="the samurai policy does not take these options") == (2, [])
+    # bench checks every case's options the same way before it imports its runner (torch)
+    assert _imported_after(["bench", "--policy", "bogus"], error="unknown memory policy 'bogus'") == (2, [])
+    assert _imported_after(["bench", "--models", "sam2long-tiny", "--policy-option", "mode=x"],
+                           error="sam2long mode must be") == (2, [])
 
 
 def test_eval_refuses_to_resume_with_other_tracker_options(tmp_path):

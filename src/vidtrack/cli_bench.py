@@ -8,7 +8,8 @@ from typing import Annotated
 
 import typer
 
-from vidtrack.cli_options import AUTOCASTS, ON_OFF_AUTO, check_choice, check_positive, parse_policy_options
+from vidtrack.bench.cases import SWEPT_TRACKER_OPTIONS, BenchCase, sweep_cases
+from vidtrack.cli_options import TrackerOptions, tracker_options
 from vidtrack.errors import InputError
 
 
@@ -21,6 +22,7 @@ def _csv(text: str, cast: type = str) -> list:
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    @tracker_options(swept=SWEPT_TRACKER_OPTIONS)
     def bench(
         models: Annotated[str, typer.Option(help="comma-separated model names")] = "sam2.1-tiny",
         arch: Annotated[str, typer.Option(help="random weights at: test (1.4 M params), tiny, small, base-plus, "
@@ -30,10 +32,12 @@ def register(app: typer.Typer) -> None:
         source: Annotated[str | None, typer.Option(help="video to run on (default: generated moving shapes)")] = None,
         frames: Annotated[str, typer.Option(help="comma-separated video lengths")] = "50",
         objects: Annotated[str, typer.Option(help="comma-separated object counts")] = "1",
-        image_size: Annotated[str, typer.Option(help="comma-separated model input sizes (0 = the arch's own)")] = "0",
+        image_size: Annotated[str, typer.Option(help="comma-separated model input sizes, multiples of 32 (0 = the "
+                                                    "arch's or checkpoint's own)")] = "0",
         resolution: Annotated[str, typer.Option(help="generated video size HxW")] = "480x854",
-        device: Annotated[str, typer.Option(help="comma-separated devices")] = "cpu",
-        dtype: Annotated[str, typer.Option(help="comma-separated dtypes")] = "float32",
+        device: Annotated[str, typer.Option(help="comma-separated devices (auto, cpu, cuda, cuda:N, mps)")] = "cpu",
+        dtype: Annotated[str, typer.Option(help="comma-separated weight dtypes (float32, bfloat16, float16)")
+                         ] = "float32",
         warmup: Annotated[int, typer.Option(help="frames excluded from steady-state figures")] = 3,
         object_bias: Annotated[float, typer.Option(help="random weights: object-score bias; near 0 makes every "
                                                        "frame uncertain (SAM2Long pathways diverge)")] = 2.0,
@@ -41,20 +45,19 @@ def register(app: typer.Typer) -> None:
                                                       "SAM2Long pathways diverge on uncertain frames")] = 0.0,
         max_batch: Annotated[str, typer.Option(help="comma-separated object batch sizes (1 = one object at a "
                                                     "time, the official loop; 0 = the default)")] = "0",
-        autocast: Annotated[str, typer.Option(help="auto, off, bfloat16, float16")] = "auto",
         compile: Annotated[str, typer.Option(help="comma-separated: off, on (torch.compile + warm-up)")] = "off",
-        encoder_ahead: Annotated[str, typer.Option(help="auto (GPU), on, off")] = "auto",
-        threads: Annotated[int | None, typer.Option(help="CPU threads (default: CPUs of this process)")] = None,
-        policy_option: Annotated[list[str] | None, typer.Option(help="policy option KEY=VALUE, repeatable (e.g. "
-                                                                     "mode=online for SAM2Long)")] = None,
         json_out: Annotated[Path | None, typer.Option("--json", help="write results here")] = None,
         md_out: Annotated[Path | None, typer.Option("--md", help="write a markdown table here")] = None,
         compare: Annotated[Path | None, typer.Option(help="earlier --json file: print FPS ratios")] = None,
+        *,
+        tracker: TrackerOptions,
     ) -> None:
-        """Benchmark trackers (random weights unless --checkpoint: figures are then speed-only)."""
+        """Benchmark trackers (random weights unless --checkpoint: figures are then speed-only).
+
+        The comma-separated options are swept (every combination is one case); the other tracker options are
+        those of `vidtrack track` and apply to every case."""
         from rich.console import Console
 
-        from vidtrack.bench.runner import BenchCase, machine_info, markdown_table, run_sweep
         from vidtrack.export.atomic import atomic_write
 
         try:
@@ -66,22 +69,21 @@ def register(app: typer.Typer) -> None:
         for target, option in ((json_out, "--json"), (md_out, "--md")):
             if target is not None:
                 check_output_file(target, option)
-        check_choice(autocast, AUTOCASTS, "--autocast")  # the same rules as track/eval/batch (vidtrack.cli_options)
-        check_choice(encoder_ahead, ON_OFF_AUTO, "--encoder-ahead")
-        check_positive(threads, "--threads")
         compiles = []
         for v in _csv(compile):
             if v not in ("on", "off"):
                 raise InputError(f"--compile takes on/off values; got {v!r}")
             compiles.append(v == "on")
         base = BenchCase(arch=arch, checkpoint=checkpoint, source=source, height=h, width=w, warmup=warmup,
-                         object_bias=object_bias, iou_spread=iou_spread, autocast=autocast,
-                         encoder_ahead=encoder_ahead, threads=threads,
-                         policy_options=parse_policy_options(policy_option))
-        sizes = [s or None for s in _csv(image_size, int)]
-        results = run_sweep(base, model=_csv(models), frames=_csv(frames, int), objects=_csv(objects, int),
-                            image_size=sizes, device=_csv(device), dtype=_csv(dtype),
-                            max_batch=[b or None for b in _csv(max_batch, int)], compile=compiles)
+                         object_bias=object_bias, iou_spread=iou_spread, tracker=tracker)
+        cases = sweep_cases(base, model=_csv(models), frames=_csv(frames, int), objects=_csv(objects, int),
+                            image_size=[s or None for s in _csv(image_size, int)], device=_csv(device),
+                            dtype=_csv(dtype), max_batch=[b or None for b in _csv(max_batch, int)], compile=compiles)
+        for case in cases:  # every case's options, as track checks its own, before the first case runs
+            case.check()
+        from vidtrack.bench.runner import machine_info, markdown_table, run_cases
+
+        results = run_cases(cases)
         table = markdown_table(results)
         console = Console()
         console.print(table, soft_wrap=True, highlight=False)

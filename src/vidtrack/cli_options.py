@@ -1,13 +1,14 @@
-"""The tracker options every tracking command shares (``track``, ``eval``, ``batch``), defined once.
+"""The tracker options every tracking command shares (``track``, ``eval``, ``batch``, ``bench``), defined once.
 
 :func:`tracker_options` adds the options below to a command and hands it one :class:`TrackerOptions`, whose
 :meth:`~TrackerOptions.config` is the one place the command line builds a :class:`~vidtrack.config.TrackingConfig`.
 Every value is checked by :meth:`~TrackerOptions.check` before any work (one ``error:`` line, exit status 2);
-the cheap checks import nothing heavy, and only ``--policy`` / ``--policy-option`` import the policies (torch) to
-build the policy once with the given options.
+``--policy`` / ``--policy-option`` are checked by building the policy once with the given options, which imports
+the policies but not torch (they import it where they run), so every bad input answers well under a second.
 
-``bench`` sweeps some of these (comma-separated devices, dtypes, sizes) and so keeps its own flags, but parses
-``--policy-option`` and checks ``--autocast`` / ``--encoder-ahead`` with the functions here.
+``bench`` sweeps some of these (comma-separated devices, dtypes, batch sizes, compile, sizes): it takes the
+others from this group (``tracker_options(swept=...)``) and puts its swept values into one
+:class:`TrackerOptions` per case (:mod:`vidtrack.bench.cases`), checked and turned into a config the same way.
 """
 
 from __future__ import annotations
@@ -16,7 +17,7 @@ import functools
 import inspect
 import json
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field, fields
 from typing import Annotated, Any
 
@@ -196,14 +197,23 @@ _OPTIONS: list[tuple[str, Any, Any]] = [
 assert [name for name, _, _ in _OPTIONS] == [f.name for f in fields(TrackerOptions)]
 
 
-def tracker_options(command: Callable[..., Any]) -> Callable[..., Any]:
+def tracker_options(command: Callable[..., Any] | None = None, *, swept: Collection[str] = ()) -> Any:
     """Add the shared tracker options to ``command``, which takes them as one keyword ``tracker``
-    (:class:`TrackerOptions`). typer reads the options from the wrapper's signature."""
+    (:class:`TrackerOptions`). typer reads the options from the wrapper's signature.
+
+    ``@tracker_options(swept=(...))`` leaves out the named options: the command defines its own flags under
+    those names (``bench``'s comma-separated sweeps) and ``tracker`` holds their defaults.
+    """
+    if command is None:
+        return functools.partial(tracker_options, swept=swept)
+    unknown = set(swept) - {name for name, _, _ in _OPTIONS}
+    if unknown:
+        raise TypeError(f"not tracker options: {', '.join(sorted(unknown))}")
     sig = inspect.signature(command, eval_str=True)  # annotations as objects: the wrapper lives in another module
     own = [p for name, p in sig.parameters.items() if name != "tracker"]
     added = [inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=default, annotation=annotation)
-             for name, annotation, default in _OPTIONS]
-    names = [name for name, _, _ in _OPTIONS]
+             for name, annotation, default in _OPTIONS if name not in swept]
+    names = [p.name for p in added]
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:

@@ -9,57 +9,22 @@ With random weights the figures are labelled ``speed_only``: they say nothing ab
 from __future__ import annotations
 
 import gc
-import itertools
 import platform
 import resource
 import sys
 import time
 from collections.abc import Iterator
-from dataclasses import asdict, dataclass, field
 from typing import Any
 
 import numpy as np
 import torch
 
-from vidtrack.api import TrackingConfig, create_tracking_loader
+from vidtrack.api import create_tracking_loader
+from vidtrack.bench.cases import BenchCase, sweep_cases
 from vidtrack.catalog import resolve_model
-from vidtrack.errors import InputError
 from vidtrack.types import Prompt
 
 STAGES = ("decode", "image_encoder", "memory_attention", "decoder", "memory_encoder", "policy")
-
-
-@dataclass
-class BenchCase:
-    """One measured configuration.
-
-    ``arch`` is a SAM 2.1 size (``tiny`` ... ``large``, random weights at that size), ``auto`` (the size in the
-    model name, so ``sam2.1-tiny,sam2.1-large`` in one sweep are each at their own size) or ``test`` (the 1.4 M
-    parameter test config); ``checkpoint`` uses real weights instead. ``source`` is a video path, or None to
-    generate ``frames`` frames of ``height`` x ``width`` with ``objects`` moving shapes.
-    """
-
-    model: str = "sam2.1-tiny"
-    arch: str = "test"
-    image_size: int | None = None
-    checkpoint: str | None = None
-    source: str | None = None
-    frames: int = 50
-    objects: int = 1
-    height: int = 480
-    width: int = 854
-    device: str = "cpu"
-    dtype: str = "float32"
-    warmup: int = 3
-    seed: int = 0
-    object_bias: float = 2.0  # random weights only: object-score head bias (small = uncertain objects)
-    iou_spread: float = 0.0  # random weights only: spread of predicted IoUs (> 0 lets SAM2Long pathways split)
-    policy_options: dict[str, Any] = field(default_factory=dict)
-    max_batch: int | None = None  # object hypotheses per memory-attention / decoder call (1 = one at a time)
-    autocast: str = "auto"
-    compile: bool = False
-    encoder_ahead: str = "auto"
-    threads: int | None = None
 
 
 def synthetic_video(num_frames: int, height: int, width: int, objects: int, seed: int = 0) -> Iterator[np.ndarray]:
@@ -94,12 +59,13 @@ def _first_frame_boxes(height: int, width: int, objects: int, seed: int) -> list
 def _build_model(case: BenchCase) -> Any:
     from vidtrack.engines.sam2.weights import random_sam2_model, sam2_config, tiny_test_config, with_image_size
 
+    image_size = case.tracker.image_size
     if case.arch == "test":
-        cfg = tiny_test_config(case.image_size or 128)
+        cfg = tiny_test_config(image_size or 128)
     else:
         cfg = sam2_config(resolve_model(case.model).size if case.arch == "auto" else case.arch)
-        if case.image_size:
-            cfg = with_image_size(cfg, case.image_size)
+        if image_size:
+            cfg = with_image_size(cfg, image_size)
     return random_sam2_model(cfg, seed=case.seed, object_bias=case.object_bias, iou_spread=case.iou_spread)
 
 
@@ -110,14 +76,8 @@ def peak_rss_mb() -> float:
 
 def run_bench(case: BenchCase) -> dict[str, Any]:
     """Measure one case; returns a JSON-ready dict."""
-    spec = resolve_model(case.model)
-    if spec.family == "yolo":
-        raise InputError("vidtrack bench measures the SAM 2 family here; YOLO is benchmarked by ultralytics")
-    cfg = TrackingConfig(device=case.device, dtype=case.dtype, checkpoint_path=case.checkpoint,
-                         policy_options=dict(case.policy_options), backward=False, max_batch=case.max_batch,
-                         autocast=case.autocast, compile=case.compile, encoder_ahead=case.encoder_ahead,
-                         threads=case.threads)
-    loader = create_tracking_loader(case.model, cfg)
+    spec = resolve_model(case.check().model)
+    loader = create_tracking_loader(case.model, case.config())
     t_load = time.perf_counter()
     loader.load(model=None if case.checkpoint else _build_model(case))  # type: ignore[call-arg]
     load_s = time.perf_counter() - t_load
@@ -163,9 +123,9 @@ def run_bench(case: BenchCase) -> dict[str, Any]:
     state_bytes = _last_state_bytes(loader)
     lat = np.array(latencies) if latencies else np.zeros(1)
     result = {
-        "case": asdict(case),
+        "case": case.record(),
         "model": spec.name,
-        "policy": spec.policy,
+        "policy": loader.policy_name,  # type: ignore[attr-defined]  # the model's own, or --policy
         "speed_only": case.checkpoint is None,
         "frames": n,
         "objects": case.objects,
@@ -180,7 +140,7 @@ def run_bench(case: BenchCase) -> dict[str, Any]:
         "load_s": round(load_s, 2),
         "engine": {"dtype": str(engine.dtype).removeprefix("torch."), "max_batch": engine.max_batch,
                    "autocast": str(engine.autocast_dtype).removeprefix("torch.") if engine.autocast_dtype else None,
-                   "compile": case.compile, "encoder_ahead": bool(getattr(loader, "encoder_ahead", False)),
+                   "compile": case.tracker.compile, "encoder_ahead": bool(getattr(loader, "encoder_ahead", False)),
                    "threads": torch.get_num_threads()},
         "latency_ms": {f"p{q}": 1000 * float(np.percentile(lat, q)) for q in (50, 90, 99)},
         "stage_ms_per_frame": {k: 1000 * v / max(steady_frames, 1) for k, v in stages.items()},
@@ -217,14 +177,17 @@ def _last_state_bytes(loader: Any) -> int:
 
 
 def run_sweep(base: BenchCase, *, isolate: bool = True, **axes: list[Any]) -> list[dict[str, Any]]:
-    """Every combination of the given axes (e.g. ``model=[...], frames=[50, 400], objects=[1, 8]``).
+    """Every combination of the given axes (e.g. ``model=[...], frames=[50, 400], max_batch=[1, 16]``, see
+    :func:`~vidtrack.bench.cases.sweep_cases`), each checked before the first runs."""
+    return run_cases([c.check() for c in sweep_cases(base, **axes)], isolate=isolate)
+
+
+def run_cases(cases: list[BenchCase], *, isolate: bool = True) -> list[dict[str, Any]]:
+    """Measure ``cases`` in turn.
 
     ``isolate`` runs each case in a fresh process: peak RSS is a per-process high-water mark, so cases sharing a
     process would inherit each other's peaks (and caches and allocator state).
     """
-    keys = list(axes)
-    cases = [BenchCase(**{**asdict(base), **dict(zip(keys, values, strict=True))})
-             for values in itertools.product(*(axes[k] for k in keys))]
     if not isolate:
         return [run_bench(c) for c in cases]
     import multiprocessing
