@@ -8,9 +8,8 @@ import pytest
 import torch
 
 from conftest import moving_shapes, shape_masks
-from vidtrack import Prompt, TrackingConfig, create_tracking_loader
+from vidtrack import Prompt, TrackingConfig, create_tracking_loader, kalman
 from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack
-from vidtrack.policies import kalman
 from vidtrack.policies.base import Candidates
 from vidtrack.policies.samurai import SamuraiNote, SamuraiPolicy, mask_box
 

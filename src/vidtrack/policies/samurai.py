@@ -27,9 +27,9 @@ from collections import deque
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING
 
+from vidtrack import kalman
 from vidtrack.engines.sam2.contract import Candidates
 from vidtrack.engines.sam2.state import FrameNote, FrameRecord, ObjectTrack, PolicyState
-from vidtrack.policies import kalman
 from vidtrack.policies.base import MemoryPolicy
 
 if TYPE_CHECKING:  # torch is imported where it runs: checking --policy samurai must not import it

@@ -9,7 +9,7 @@ arXiv 2110.06864, and from crossing / occlusion clips measured while building it
 * Every detection of the chosen classes is tracked, also in prompted mode. Objects the user did not prompt
   get *anonymous* tracks that are never reported; they exist so that a non-user object that has been seen
   for a while cannot later be taken for a lost user object ("without stealing another object's id").
-* Motion: a constant-velocity Kalman filter on the box (:mod:`vidtrack.policies.kalman`). Shape: the last
+* Motion: a constant-velocity Kalman filter on the box (:mod:`vidtrack.kalman`). Shape: the last
   observed mask, shifted by the predicted motion. The association score of a track and a detection is
   ``mask_weight * maskIoU(shifted last mask, mask) + (1 - mask_weight) * boxIoU(predicted box, box)``; masks
   are what separates two same-size objects at a crossing, where box IoU alone ties.
@@ -46,7 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
-from vidtrack.policies.kalman import KalmanState, box_iou, initiate, predict, update, xyah_to_xyxy, xyxy_to_xyah
+from vidtrack.kalman import KalmanState, box_iou, initiate, predict, update, xyah_to_xyxy, xyxy_to_xyah
 from vidtrack.types import Prompt
 
 Box = tuple[float, float, float, float]
