@@ -141,38 +141,31 @@ class CachedPosEmbedHiera(Sam2HieraDetModel):
 
 # --- sine position encodings ---------------------------------------------------------------------------------
 
-class CachedSinePositionEmbedding(Sam2SinePositionEmbedding):
-    """The FPN levels' sine encoding, computed once per (shape, device, dtype) by the stock function."""
+class _CachedSine:
+    """Mixin for transformers' two sine position encodings (same ``forward`` signature): the encoding of a
+    (shape, device, dtype) is computed once by the stock function and reused."""
 
     def forward(self, shape: torch.Size, device: Any, dtype: torch.dtype, mask: torch.Tensor | None = None
                 ) -> torch.Tensor:
+        stock = super().forward  # type: ignore[misc]
         if mask is not None or _compiling():
-            return super().forward(shape, device, dtype, mask)
+            return stock(shape, device, dtype, mask)
         cache: dict[tuple[Any, ...], torch.Tensor] = self.__dict__.setdefault("_pe_cache", {})
         key = (tuple(shape), str(device), dtype)
         pe = cache.get(key)
         if pe is None:
             with _fresh():
-                pe = super().forward(shape, device, dtype).contiguous()
+                pe = stock(shape, device, dtype).contiguous()
             cache[key] = pe
         return pe
 
 
-class CachedVideoSinePositionEmbedding(Sam2VideoPositionEmbeddingSine):
+class CachedSinePositionEmbedding(_CachedSine, Sam2SinePositionEmbedding):
+    """The FPN levels' sine encoding, computed once per (shape, device, dtype)."""
+
+
+class CachedVideoSinePositionEmbedding(_CachedSine, Sam2VideoPositionEmbeddingSine):
     """The memories' sine encoding (memory encoder), computed once per (shape, device, dtype)."""
-
-    def forward(self, shape: torch.Size, device: Any, dtype: torch.dtype, mask: torch.Tensor | None = None
-                ) -> torch.Tensor:
-        if mask is not None or _compiling():
-            return super().forward(shape, device, dtype, mask)
-        cache: dict[tuple[Any, ...], torch.Tensor] = self.__dict__.setdefault("_pe_cache", {})
-        key = (tuple(shape), str(device), dtype)
-        pe = cache.get(key)
-        if pe is None:
-            with _fresh():
-                pe = super().forward(shape, device, dtype).contiguous()
-            cache[key] = pe
-        return pe
 
 
 # --- memory attention ---------------------------------------------------------------------------------------
