@@ -63,7 +63,6 @@ __all__ = [  # the contract types are re-exported for callers that drive the eng
     "Sam2Engine",
     "Sam2Session",
     "StepTimings",
-    "memory_attention_scaled_keys",
 ]
 
 CPU_MAX_BATCH = 1
@@ -71,44 +70,6 @@ CPU_MAX_BATCH = 1
 work and its larger activations cost cache misses: hiera-tiny at 512 px, 8 objects, one thread, measured
 4,784 CPU ms/frame at batch 1 vs 5,020 at batch 4 (BENCHMARKS.md)."""
 GPU_MAX_BATCH = 16
-def memory_attention_scaled_keys(
-    attn: Any,
-    current: torch.Tensor,
-    memory: torch.Tensor,
-    current_pos: torch.Tensor,
-    memory_pos: torch.Tensor,
-    num_ptr_tokens: int,
-    key_scale: torch.Tensor,
-) -> torch.Tensor:
-    """``Sam2VideoMemoryAttention.forward`` with every layer's cross-attention key multiplied per memory token
-(``key_scale`` (B, N): one row per batch element).
-
-    Same sub-modules and order of operations as transformers' ``Sam2VideoMemoryAttention`` /
-    ``Sam2VideoMemoryAttentionLayer.forward``; the one change is ``key = scale * (memory + pos)`` (value stays
-    ``memory``), which SAM2Long applies before the key projection and RoPE. Only SAM2Long calls this; the
-    model's own module is never patched, so every other policy runs the stock forward.
-    """
-    output = current + 0.1 * current_pos
-    output = output.transpose(0, 1)
-    keys = memory.transpose(0, 1).unsqueeze(1)
-    key_pos = memory_pos.transpose(0, 1).unsqueeze(1)
-    scaled_key = (keys + key_pos) * key_scale.reshape(key_scale.shape[0], 1, -1, 1)
-    rope = attn.rotary_emb(output, attn.position_ids)
-    for layer in attn.layers:
-        queries = output.unsqueeze(1) if output.ndim == 3 else output
-        q = layer.layer_norm1(queries)
-        q, _ = layer.self_attn(query=q, key=q, value=q, position_embeddings=rope)
-        queries = queries + layer.dropout1(q)
-        q = layer.layer_norm2(queries)
-        q, _ = layer.cross_attn_image(query=q, key=scaled_key, value=keys, position_embeddings=rope,
-                                      num_k_exclude_rope=num_ptr_tokens)
-        queries = queries + layer.dropout2(q)
-        q = layer.layer_norm3(queries)
-        q = layer.linear2(layer.dropout(layer.activation(layer.linear1(q))))
-        output = queries + layer.dropout3(q)
-    return attn.layer_norm(output).transpose(0, 1)
-
-
 class Sam2Engine:
     """Holds the model and the constants derived from its config; makes sessions."""
 
@@ -335,20 +296,18 @@ class Sam2Engine:
         current = feats.top.expand(-1, b, -1)
         current_pos = feats.vision_pos[-1].expand(-1, b, -1)
         scales = [p[3] for p in parts]
-        if all(x is None for x in scales):
-            out = self.model.memory_attention(
-                current_vision_features=current,
-                memory=memory,
-                current_vision_position_embeddings=current_pos,
-                memory_posision_embeddings=memory_pos,
-                num_object_pointer_tokens=num_ptr_tokens,
-            )
-        else:
+        key_scale = None  # SAM2Long's key modulation, one row per read (FastMemoryAttention, install_fast_modules)
+        if any(x is not None for x in scales):
             assert all(x is not None for x in scales), "key weights for some reads of a batch only"
-            scale = torch.stack([x for x in scales if x is not None], dim=0)
-            out = memory_attention_scaled_keys(
-                self.model.memory_attention, current, memory, current_pos, memory_pos, num_ptr_tokens, scale
-            )
+            key_scale = torch.stack([x for x in scales if x is not None], dim=0)
+        out = self.model.memory_attention(
+            current_vision_features=current,
+            memory=memory,
+            current_vision_position_embeddings=current_pos,
+            memory_posision_embeddings=memory_pos,
+            num_object_pointer_tokens=num_ptr_tokens,
+            key_scale=key_scale,
+        )
         return out[0].transpose(1, 2).reshape(b, self.hidden_dim, *self.feat_sizes[-1])  # (1, B, HW, C) in
 
     def decode_reads(

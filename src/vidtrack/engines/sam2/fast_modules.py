@@ -280,7 +280,11 @@ class FastMemoryAttention(Sam2VideoMemoryAttention):
         current_vision_position_embeddings: torch.Tensor | None = None,
         memory_posision_embeddings: torch.Tensor | None = None,
         num_object_pointer_tokens: int = 0,
+        key_scale: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        """transformers' forward; ``key_scale`` (B, N), when given, multiplies every layer's cross-attention key
+        per memory token, ``key = scale * (memory + pos)`` with the value left ``memory``: SAM2Long's key
+        modulation (Ding et al., 2024; ``MemoryAttentionLayer._forward_ca`` in its official code)."""
         output = current_vision_features
         if current_vision_position_embeddings is not None:
             output = output + 0.1 * current_vision_position_embeddings
@@ -288,6 +292,8 @@ class FastMemoryAttention(Sam2VideoMemoryAttention):
         memory = memory.transpose(0, 1).unsqueeze(1)
         assert memory_posision_embeddings is not None
         keys = memory + memory_posision_embeddings.transpose(0, 1).unsqueeze(1)
+        if key_scale is not None:
+            keys = keys * key_scale.reshape(key_scale.shape[0], 1, -1, 1)
         tables = self.rope_tables(output.device)
         layers: list[Any] = list(self.layers)
         for layer in layers:
