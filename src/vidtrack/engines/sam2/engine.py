@@ -296,17 +296,17 @@ class Sam2Engine:
         current = feats.top.expand(-1, b, -1)
         current_pos = feats.vision_pos[-1].expand(-1, b, -1)
         scales = [p[3] for p in parts]
-        key_scale = None  # SAM2Long's key modulation, one row per read (FastMemoryAttention, install_fast_modules)
+        extra = {}  # SAM2Long's key modulation, one row per read: FastMemoryAttention's key_scale (fast_modules)
         if any(x is not None for x in scales):
             assert all(x is not None for x in scales), "key weights for some reads of a batch only"
-            key_scale = torch.stack([x for x in scales if x is not None], dim=0)
+            extra["key_scale"] = torch.stack([x for x in scales if x is not None], dim=0)
         out = self.model.memory_attention(
             current_vision_features=current,
             memory=memory,
             current_vision_position_embeddings=current_pos,
             memory_posision_embeddings=memory_pos,
             num_object_pointer_tokens=num_ptr_tokens,
-            key_scale=key_scale,
+            **extra,
         )
         return out[0].transpose(1, 2).reshape(b, self.hidden_dim, *self.feat_sizes[-1])  # (1, B, HW, C) in
 
