@@ -324,27 +324,25 @@ _SWAPS: tuple[tuple[type[nn.Module], type[nn.Module]], ...] = (
 )
 
 
+def _swap_classes(model: nn.Module, swaps: dict[type[nn.Module], type[nn.Module]]) -> int:
+    """Give every module of ``model`` whose exact type is a key of ``swaps`` the class it maps to, in place;
+    returns how many were swapped."""
+    n = 0
+    for module in model.modules():
+        new = swaps.get(type(module))
+        if new is not None:
+            module.__class__ = new
+            n += 1
+    return n
+
+
 def install_fast_modules(model: nn.Module) -> int:
     """Give every module of ``model`` that has a faster subclass above that class, in place (parameters,
     buffers and configuration are the instance's own and stay as they are). Returns how many were swapped;
     idempotent. Exact-type matches only, so a module already replaced or customised is left alone."""
-    swaps = dict(_SWAPS)
-    n = 0
-    for module in model.modules():
-        fast = swaps.get(type(module))
-        if fast is not None:
-            module.__class__ = fast
-            n += 1
-    return n
+    return _swap_classes(model, dict(_SWAPS))
 
 
 def restore_stock_modules(model: nn.Module) -> int:
     """Undo :func:`install_fast_modules` (for before/after measurements in one process). Returns how many."""
-    stock = {fast: orig for orig, fast in _SWAPS}
-    n = 0
-    for module in model.modules():
-        orig = stock.get(type(module))
-        if orig is not None:
-            module.__class__ = orig
-            n += 1
-    return n
+    return _swap_classes(model, {fast: orig for orig, fast in _SWAPS})
