@@ -1,7 +1,7 @@
 """Shared fixtures: a tiny random SAM 2.1-shaped model and synthetic videos.
 
 OMP threads are pinned before torch is imported: on 2-core CI machines spinning OpenMP workers make timings
-and even progress erratic (reference note §4).
+and even progress erratic.
 """
 
 from __future__ import annotations
