@@ -221,7 +221,8 @@ def _weights_local(family: str, ref: str, cache_dir: str | None) -> bool:
 
 
 # Commands that live in their own modules register themselves here (each module has `register(app)`).
-COMMAND_MODULES: list[str] = ["vidtrack.cli_export", "vidtrack.cli_eval", "vidtrack.cli_bench", "vidtrack.cli_batch"]
+COMMAND_MODULES: list[str] = ["vidtrack.cli_export", "vidtrack.cli_eval", "vidtrack.cli_bench", "vidtrack.cli_batch",
+                              "vidtrack.cli_studio"]
 
 
 def _register_commands() -> None:
