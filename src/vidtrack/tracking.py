@@ -130,6 +130,14 @@ class TrackingModelLoader(ABC):
     requires_prompts: bool = True
     """False for backends that track every detection without prompts (YOLO's auto mode)."""
 
+    def open_session(self, video: Any, *, work_dir: Any = None, feature_cache_frames: int = 16,
+                     corrections_as_cond: bool = True) -> Any:
+        """An interactive session on ``video`` (prompt a frame, see its masks, propagate, correct, propagate
+        again: docs/SESSION.md). Only trackers that can refine a prompt and re-run from any frame have one
+        (SAM 2.1 and the policies on it); the others raise :class:`InputError`."""
+        raise InputError(f"{self.name} has no interactive session (click, correct, re-propagate); use a SAM 2.1 "
+                         "tracker such as sam2.1-tiny, samurai or sam2long (vidtrack models lists them)")
+
     def prompts_first(self) -> bool:
         """Whether ``track_video`` processes every prompt first (Meta's order). Default: causal."""
         return False

@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import contextlib
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Collection, Iterable
 from typing import Any
 
 import numpy as np
@@ -388,6 +388,7 @@ class Sam2Session:
         self.max_ptrs = max(self.max_ptrs, 2)
         self.tracks: dict[int, ObjectTrack] = {}
         self.last_frame: int | None = None
+        self.last_records: dict[int, FrameRecord] = {}  # object id -> its record on the last stepped frame
 
     # --- public ------------------------------------------------------------------------------------------
     @property
@@ -400,15 +401,17 @@ class Sam2Session:
 
     @torch.inference_mode()
     def step(
-        self, frame_idx: int, frame: np.ndarray, prompts: Iterable[Prompt] = (),
-        features: ImageFeatures | None = None,
+        self, frame_idx: int, frame: np.ndarray | None, prompts: Iterable[Prompt] = (),
+        features: ImageFeatures | None = None, skip: Collection[int] = (),
     ) -> tuple[list[ObjectOutput], StepTimings]:
         """Process one frame: apply its prompts, track every started object, memorise, prune.
 
-        ``features`` are this frame's image-encoder output when computed ahead (:class:`runtime.EncoderAhead`).
+        ``features`` are this frame's image-encoder output when computed ahead (:class:`runtime.EncoderAhead`);
+        ``frame`` may then be None. Objects in ``skip`` are not tracked on this frame (an interactive session
+        reuses their stored output); the records of the objects tracked are in :attr:`last_records` after.
         """
         with self.engine.autocast():
-            return self._step(frame_idx, frame, prompts, features)
+            return self._step(frame_idx, frame, prompts, features, skip)
 
     @torch.inference_mode()
     def add_prompts(
@@ -430,8 +433,7 @@ class Sam2Session:
             by_obj = self._prompts_by_object(frame_idx, prompts)
             if not by_obj:
                 return [], timings
-            self._check_size(frame_idx, frame)
-            feats = self._features(frame, features, timings)
+            feats = self._features(frame_idx, frame, features, timings)
             outputs, to_memorise = self._apply_prompts(frame_idx, feats, by_obj, timings)
             self._memorise(feats, to_memorise, timings)
             return outputs, timings
@@ -451,9 +453,14 @@ class Sam2Session:
         for t in sorted(non_cond):
             track.non_cond[t] = non_cond[t]
 
-    def _features(self, frame: np.ndarray, features: ImageFeatures | None, timings: StepTimings) -> ImageFeatures:
+    def _features(
+        self, frame_idx: int, frame: np.ndarray | None, features: ImageFeatures | None, timings: StepTimings
+    ) -> ImageFeatures:
+        if frame is not None:
+            self._check_size(frame_idx, frame)
         if features is not None:
             return features
+        assert frame is not None, "a frame or its features are needed"
         t0 = time.perf_counter()
         feats = self.engine.encode_image(self.engine.preprocess(frame))
         timings.add("image_encoder", time.perf_counter() - t0)
@@ -507,23 +514,25 @@ class Sam2Session:
         timings.add("memory_encoder", time.perf_counter() - t0)
 
     def _step(
-        self, frame_idx: int, frame: np.ndarray, prompts: Iterable[Prompt], features: ImageFeatures | None
+        self, frame_idx: int, frame: np.ndarray | None, prompts: Iterable[Prompt], features: ImageFeatures | None,
+        skip: Collection[int] = (),
     ) -> tuple[list[ObjectOutput], StepTimings]:
         eng = self.engine
         timings = StepTimings()
         self._check_order(frame_idx)
         by_obj = self._prompts_by_object(frame_idx, prompts)
+        self.last_records = {}
         # objects to track here: started, not prompted now, and not on a conditioning frame of theirs given
         # beforehand (official semantics: that frame's output came from add_prompts)
         to_track = [t for _, t in sorted(self.tracks.items())
-                    if t.started and t.object_id not in by_obj and frame_idx not in t.cond]
+                    if t.started and t.object_id not in by_obj and frame_idx not in t.cond
+                    and t.object_id not in skip]
         if not by_obj and not to_track:
             for track in self.tracks.values():
                 self.policy.prune(track, frame_idx)
             self.last_frame = frame_idx
             return [], timings
-        self._check_size(frame_idx, frame)
-        feats = self._features(frame, features, timings)
+        feats = self._features(frame_idx, frame, features, timings)
 
         prompted, to_memorise = self._apply_prompts(frame_idx, feats, by_obj, timings)
         by_id: dict[int, ObjectOutput] = {o.object_id: o for o in prompted}
@@ -546,6 +555,7 @@ class Sam2Session:
             timings.add("policy", time.perf_counter() - t0)
             to_memorise.extend((k.record, eng.upsample(k.output.low_res_logits), False) for k in kept)
             by_id[track.object_id] = kept[0].output
+            self.last_records[track.object_id] = kept[0].record
         outputs = [by_id[k] for k in sorted(by_id)]
         self._memorise(feats, to_memorise, timings)
 
@@ -608,8 +618,18 @@ class Sam2Session:
         return by_obj
 
     def _prompted_frame(
-        self, track: ObjectTrack, frame_idx: int, feats: ImageFeatures, prompt: Prompt, timings: StepTimings
+        self, track: ObjectTrack, frame_idx: int, feats: ImageFeatures, prompt: Prompt, timings: StepTimings,
+        *, prev_logits: torch.Tensor | None = None, memory: MemoryRead | None = None,
     ) -> tuple[ObjectOutput, FrameRecord, torch.Tensor]:
+        """One object's output on a prompted frame, its record (memory not yet encoded) and the high-res mask
+        to memorise.
+
+        Interactive corrections (Meta's ``add_new_points_or_box``) add two inputs for point/box prompts:
+        ``prev_logits``, the low-res logits the frame had before this click (fed to the prompt encoder as a
+        dense mask prompt, clamped to +-32), and ``memory``, given when the frame was already tracked for this
+        object: the decoder then reads memory-conditioned features (``is_init_cond_frame=False``) and the
+        multimask rule of tracked frames applies. Mask prompts ignore both (Meta uses the mask as the output).
+        """
         eng = self.engine
         t0 = time.perf_counter()
         thr = self.policy.object_score_threshold
@@ -643,12 +663,17 @@ class Sam2Session:
             coords = torch.from_numpy(scale_points(pts, self.height, self.width, eng.image_size))
             cfg = eng.config
             multimask = bool(cfg.multimask_output_in_sam) and (
-                cfg.multimask_min_pt_num <= len(labels) <= cfg.multimask_max_pt_num
-            )
+                memory is None or bool(cfg.multimask_output_for_tracking)
+            ) and (cfg.multimask_min_pt_num <= len(labels) <= cfg.multimask_max_pt_num)
+            if memory is None:
+                pix = eng.top_feature_map(feats, add_no_memory=True)
+            else:
+                pix = eng.memory_conditioned_batch(feats, [memory], self.max_ptrs)
             masks, ious, tokens, obj_logits = eng.sam_heads(
-                eng.top_feature_map(feats, add_no_memory=True), feats,
+                pix, feats,
                 point_coords=coords[None, None].to(eng.device),
                 point_labels=torch.from_numpy(labels)[None, None].to(eng.device),
+                mask_input=None if prev_logits is None else prev_logits.clamp(-32.0, 32.0),
                 multimask=multimask,
             )
             cands = Candidates(masks[0], ious[0], tokens[0], float(obj_logits.item()), multimask, eng.image_size)

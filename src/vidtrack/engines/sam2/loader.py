@@ -19,10 +19,12 @@ from vidtrack.config import SEMANTICS, TrackingConfig
 from vidtrack.engines.sam2.checkpoints import spec_for_weights
 from vidtrack.engines.sam2.contract import ImageFeatures, Policy, PolicyFactory
 from vidtrack.engines.sam2.engine import Sam2Engine, Sam2Session
+from vidtrack.engines.sam2.interactive import InteractiveSession
 from vidtrack.engines.sam2.runtime import EncoderAhead, apply_cpu_threads, compile_model, resolve_precision
 from vidtrack.engines.sam2.state import FrameRecord
 from vidtrack.engines.sam2.weights import check_image_size, load_sam2_model
 from vidtrack.errors import InputError, NotLoadedError
+from vidtrack.frame_access import open_frames
 from vidtrack.tracking import Runner, StepResult, TrackingModelLoader
 from vidtrack.types import Prompt, TrackingFrame, TrackingMask
 
@@ -171,6 +173,23 @@ class Sam2Loader(TrackingModelLoader):
         """A push-style tracker for frames of ``height`` x ``width`` (unknown length)."""
         session = self._engine().new_session(self.new_policy(), height, width)
         return LiveTracker(session, self.name)
+
+    def open_session(self, video: Any, *, work_dir: Any = None, feature_cache_frames: int = 16,
+                     corrections_as_cond: bool = True) -> InteractiveSession:
+        """An interactive session on ``video`` (a video file, a folder of frames, a (T, H, W, 3) uint8 array or
+        a list of frames) with Meta's ``SAM2VideoPredictor`` semantics (docs/SESSION.md). ``work_dir``: where
+        the session spills per-frame memories (a temporary folder by default, removed by ``close()``);
+        ``feature_cache_frames``: image features kept in RAM; ``corrections_as_cond``: Meta's
+        ``add_all_frames_to_correct_as_cond`` (a correction on a tracked frame becomes a conditioning frame)."""
+        engine = self._engine()
+        if isinstance(feature_cache_frames, bool) or not isinstance(feature_cache_frames, int) \
+                or feature_cache_frames < 1:
+            raise InputError(f"feature_cache_frames must be an integer >= 1; got {feature_cache_frames!r}")
+        self.new_policy()  # a policy that cannot be built fails here, before the video is read
+        frames = open_frames(video)
+        return InteractiveSession(engine, self.new_policy, frames, work_dir=work_dir,
+                                  feature_cache_frames=feature_cache_frames, corrections_as_cond=corrections_as_cond,
+                                  model_name=self.name, policy_name=self.policy_name)
 
     # --- the tracking skeleton's hooks (vidtrack.tracking) ----------------------------------------------------
     @property
