@@ -35,7 +35,7 @@ def check_studio_installed() -> None:
     from vidtrack.errors import DependencyError
 
     missing = []
-    for module in ("fastapi", "uvicorn", "multipart"):
+    for module in ("fastapi", "uvicorn", "python_multipart"):
         try:
             __import__(module)
         except ImportError:

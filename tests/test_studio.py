@@ -1,0 +1,245 @@
+"""``vidtrack studio`` without a browser: the real server in a subprocess, driven over HTTP.
+
+* a restart with the same project folder restores objects, prompts (replayed into the new session: a second
+  propagation gives the same masks) and tracked frames;
+* a shared server (``--host 0.0.0.0``) refuses paths outside the folders it was started with;
+* bad command lines end with one ``error:`` line and exit status 2 before anything is served; Ctrl-C -> 130.
+
+The server runs the tiny random SAM 2 model saved in transformers layout and loaded through ``--checkpoint``
+(the real loading path), on a short H.264 video written with PyAV.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import urllib.error
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from conftest import error_line, moving_shapes, write_video
+
+pytest.importorskip("fastapi", reason="the studio needs vidtrack[studio] (fastapi, uvicorn)")
+pytest.importorskip("uvicorn", reason="the studio needs vidtrack[studio] (fastapi, uvicorn)")
+
+
+class StudioProcess:
+    """``vidtrack studio ...`` in a subprocess on a free port; ``stop()`` sends SIGINT (Ctrl-C)."""
+
+    def __init__(self, args: list[str], *, timeout: float = 180.0) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+        self.proc = subprocess.Popen([sys.executable, "-m", "vidtrack.cli", "studio", *args, "--port", "0"],
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+        self.stderr: list[str] = []
+        threading.Thread(target=self._drain_stderr, daemon=True).start()
+        deadline = time.monotonic() + timeout
+        self.url = ""
+        assert self.proc.stdout is not None
+        while time.monotonic() < deadline:
+            line = self.proc.stdout.readline()
+            if not line:
+                break
+            if line.startswith("vidtrack studio: "):
+                self.url = line.split()[2].rstrip("/")
+                break
+        if not self.url:
+            self.proc.kill()
+            raise AssertionError(f"studio did not start: {''.join(self.stderr)[-2000:]}")
+
+    def _drain_stderr(self) -> None:
+        assert self.proc.stderr is not None
+        for line in self.proc.stderr:
+            self.stderr.append(line)
+
+    def call(self, method: str, path: str, body: Any = None, *, expect: int = 200) -> Any:
+        data = None if body is None else json.dumps(body).encode()
+        req = urllib.request.Request(self.url + path, data=data, method=method,
+                                     headers={"Content-Type": "application/json"} if data else {})
+        try:
+            with urllib.request.urlopen(req, timeout=120) as r:
+                status, payload = r.status, r.read()
+        except urllib.error.HTTPError as e:
+            status, payload = e.code, e.read()
+        assert status == expect, (status, payload[:500])
+        return json.loads(payload) if payload[:1] in (b"{", b"[") else payload
+
+    def wait_job(self, sid: str, timeout: float = 300.0) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            job = self.call("GET", f"/api/sessions/{sid}/propagate")
+            if job["state"] != "running":
+                return job
+            time.sleep(0.2)
+        raise AssertionError("propagation did not finish")
+
+    def stop(self) -> int:
+        """Ctrl-C; the exit status (130 expected)."""
+        self.proc.send_signal(signal.SIGINT)
+        try:
+            return self.proc.wait(timeout=60)
+        finally:
+            if self.proc.poll() is None:
+                self.proc.kill()
+
+
+@pytest.fixture(scope="module")
+def clip(tmp_path_factory) -> Path:
+    """12 frames of two moving shapes as a real H.264 file."""
+    return write_video(tmp_path_factory.mktemp("studio-video") / "shapes.mp4", moving_shapes(12, 96, 160))
+
+
+def studio_args(video: Path, project: Path, checkpoint: Path, *extra: str) -> list[str]:
+    return [str(video), "--project", str(project), "--checkpoint", str(checkpoint), "--device", "cpu", *extra]
+
+
+def frame_masks(server: StudioProcess, sid: str, n: int) -> list[list[tuple[int, list[int]]]]:
+    """Every frame's masks as (object id, runs) from the server."""
+    return [[(m["object_id"], m["runs"]) for m in server.call("GET", f"/api/sessions/{sid}/masks/{i}")["masks"]]
+            for i in range(n)]
+
+
+def test_restart_restores_objects_prompts_and_tracked_frames(clip, tiny_checkpoint_dir, tmp_path):
+    project = tmp_path / "project"
+    server = StudioProcess(studio_args(clip, project, tiny_checkpoint_dir))
+    try:
+        s = server.call("POST", "/api/sessions", {"resume": True})
+        sid = s["sid"]
+        assert s["num_frames"] == 12 and (s["width"], s["height"]) == (160, 96)
+        server.call("POST", f"/api/sessions/{sid}/objects", {"id": 3, "name": "spare"})  # an object without prompts
+        server.call("POST", f"/api/sessions/{sid}/prompts", {"frame": 0, "object_id": 1, "points": [[30, 38]],
+                                                              "labels": [1]})
+        server.call("POST", f"/api/sessions/{sid}/prompts", {"frame": 0, "object_id": 1, "points": [[60, 60]],
+                                                              "labels": [0]})
+        server.call("POST", f"/api/sessions/{sid}/prompts", {"frame": 4, "object_id": 2,
+                                                              "box": [100, 50, 150, 90], "clear_old_points": True})
+        assert server.call("POST", f"/api/sessions/{sid}/propagate", {"direction": "both"})["state"] == "running"
+        job = server.wait_job(sid)
+        assert job["state"] == "done" and job["done"] == 12, job
+        before_session = server.call("GET", f"/api/sessions/{sid}")
+        before_masks = frame_masks(server, sid, 12)
+        before_timeline = server.call("GET", f"/api/sessions/{sid}/timeline")
+        assert all(len(f) == 2 for f in before_masks), "both objects on every frame after propagating both ways"
+        assert set(before_timeline["rows"]) == {"1", "2", "3"}
+        assert set(before_timeline["rows"]["3"]) == {"."}  # never prompted, never tracked
+    finally:
+        code = server.stop()
+    assert code == 130, "".join(server.stderr)
+    assert any(line.startswith("interrupted") for line in server.stderr), server.stderr
+
+    server = StudioProcess(studio_args(clip, project, tiny_checkpoint_dir))
+    try:
+        after = server.call("GET", f"/api/sessions/{sid}")
+        assert after["objects"] == before_session["objects"]
+        assert after["prompted"] == {"1": [0], "2": [4]}
+        assert frame_masks(server, sid, 12) == before_masks
+        assert server.call("GET", f"/api/sessions/{sid}/timeline") == before_timeline
+        prompts = server.call("GET", f"/api/sessions/{sid}/masks/0")["prompts"]
+        assert prompts == {"1": {"points": [[30.0, 38.0], [60.0, 60.0]], "labels": [1, 0], "box": None,
+                                 "mask": False}}
+        # the prompts were replayed into the new session, not only shown: propagating again gives the same masks
+        server.call("POST", f"/api/sessions/{sid}/propagate", {"direction": "both"})
+        assert server.wait_job(sid)["state"] == "done"
+        assert frame_masks(server, sid, 12) == before_masks
+        # a fresh tab on the same video resumes the saved work too
+        assert server.call("POST", "/api/sessions", {"resume": True})["sid"] != sid  # sid is live: a new one
+    finally:
+        assert server.stop() == 130
+
+
+def test_shared_server_refuses_paths_outside_its_folders(clip, tiny_checkpoint_dir, tmp_path):
+    outside = write_video(tmp_path / "elsewhere.mp4", moving_shapes(3, 96, 160))
+    allowed = tmp_path / "allowed"
+    allowed.mkdir()
+    inside = write_video(allowed / "ok.mp4", moving_shapes(3, 96, 160))
+    link = clip.parent / "link-out.mp4"
+    link.symlink_to(outside)
+    server = StudioProcess(studio_args(clip, tmp_path / "project", tiny_checkpoint_dir, "--host", "0.0.0.0",
+                                       "--allow", str(allowed)))
+    try:
+        assert any(line.startswith("warning: the studio is shared") for line in server.stderr), server.stderr
+        for path in (outside, link, "/etc/passwd", clip.parent / ".." / outside.parent.name / outside.name):
+            err = server.call("POST", "/api/sessions", {"video": str(path)}, expect=400)["error"]
+            assert "outside the folders" in err and "--allow" in err, err
+        assert server.call("POST", "/api/sessions", {"video": str(clip)})["num_frames"] == 12
+        assert server.call("POST", "/api/sessions", {"video": str(inside)})["num_frames"] == 3
+    finally:
+        server.stop()
+        link.unlink()
+
+
+def test_local_server_opens_any_readable_path(clip, tiny_checkpoint_dir, tmp_path):
+    other = write_video(tmp_path / "other.mp4", moving_shapes(3, 96, 160))
+    server = StudioProcess(studio_args(clip, tmp_path / "project", tiny_checkpoint_dir))
+    try:
+        assert not any("warning" in line for line in server.stderr)
+        assert server.call("POST", "/api/sessions", {"video": str(other)})["num_frames"] == 3
+        err = server.call("POST", "/api/sessions", {"video": str(tmp_path / "missing.mp4")}, expect=400)["error"]
+        assert "not found" in err
+    finally:
+        server.stop()
+
+
+def test_bad_command_lines_fail_before_serving(clip, tiny_checkpoint_dir, tmp_path, capsys):
+    base = ["studio", "--project", str(tmp_path / "p"), "--checkpoint", str(tiny_checkpoint_dir), "--device", "cpu"]
+    assert "not found" in error_line([*base, str(tmp_path / "nope.mp4")], capsys)
+    assert "--port" in error_line([*base, str(clip), "--port", "70000"], capsys)
+    assert "not a studio tracker" in error_line([*base, str(clip), "--model", "yolo11n-seg"], capsys)
+    assert "--checkpoint" in error_line(["studio", str(clip), "--checkpoint", str(tmp_path / "none.pt")], capsys)
+    assert "--yolo" in error_line([*base, str(clip), "--yolo", str(tmp_path / "none.pt")], capsys)
+    assert "--allow" in error_line([*base, str(clip), "--allow", str(tmp_path / "none")], capsys)
+    assert "--host" in error_line([*base, str(clip), "--host", "no-such-host.invalid"], capsys)
+    assert "--dtype" in error_line([*base, str(clip), "--dtype", "int3"], capsys)
+    (tmp_path / "file").write_text("x")
+    assert "--project" in error_line([*base[:1], str(clip), "--project", str(tmp_path / "file")], capsys)
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen(1)
+        port = taken.getsockname()[1]
+        assert "cannot listen" in error_line([*base, str(clip), "--port", str(port)], capsys)
+    bad = tmp_path / "bad.safetensors"
+    bad.write_bytes(b"not a checkpoint")
+    line = error_line(["studio", str(clip), "--project", str(tmp_path / "p"), "--checkpoint", str(bad), "--port",
+                       "0", "--device", "cpu"], capsys)
+    assert str(bad) in line or "bad.safetensors" in line
+
+
+def test_action_log_tracks_prompted_frames():
+    from vidtrack.studio.actions import frame_prompts, prompted_frames
+
+    log = [{"op": "add_prompt", "frame": 0, "object_id": 1, "points": [[1, 2]], "labels": [1], "box": None,
+            "mask": None, "clear_old_points": False},
+           {"op": "add_prompt", "frame": 0, "object_id": 1, "points": [[3, 4]], "labels": [0], "box": None,
+            "mask": None, "clear_old_points": False},
+           {"op": "add_prompt", "frame": 5, "object_id": 2, "points": None, "labels": None, "box": [1, 1, 9, 9],
+            "mask": None, "clear_old_points": True},
+           {"op": "add_prompt", "frame": 7, "object_id": 2, "points": [[5, 5]], "labels": [1], "box": None,
+            "mask": None, "clear_old_points": False}]
+    assert prompted_frames(log) == {1: [0], 2: [5, 7]}
+    assert frame_prompts(log)[0][1] == {"points": [[1, 2], [3, 4]], "labels": [1, 0], "box": None, "mask": False}
+    cleared = [*log, {"op": "clear_prompts", "frame": 7, "object_id": None}]
+    assert prompted_frames(cleared) == {1: [0], 2: [5]}
+    assert prompted_frames([*log, {"op": "remove_object", "object_id": 1}]) == {2: [5, 7]}
+    assert prompted_frames([*log, {"op": "reset"}]) == {}
+
+
+def test_mask_runs_are_coco_uncompressed_counts():
+    from pycocotools import mask as mask_utils
+
+    from vidtrack.studio.wire import mask_runs
+
+    rng = np.random.default_rng(0)
+    for mask in (rng.random((7, 5)) > 0.5, np.ones((3, 4), bool), np.zeros((3, 4), bool)):
+        runs = mask_runs(mask)
+        rle = mask_utils.frPyObjects({"size": list(mask.shape), "counts": runs}, *mask.shape)
+        assert (mask_utils.decode(rle).astype(bool) == mask).all()
+        assert sum(runs) == mask.size
