@@ -43,7 +43,7 @@ def _box(mask: np.ndarray) -> tuple[float, float, float, float]:
 
 def _outside(mask: np.ndarray) -> tuple[float, float]:
     """A background pixel inside the mask's box, near its top-right corner (a negative click)."""
-    x1, y1, x2, y2 = (int(v) for v in _box(mask))
+    _, y1, x2, _ = (int(v) for v in _box(mask))
     for d in range(0, 60):
         x, y = x2 - 5 - d, y1 + 5 + d
         if not mask[y, x]:
@@ -131,10 +131,15 @@ def test_session_matches_meta_step_by_step(parity, name):
 def test_corrections_without_cond_match_meta_default(parity):
     """Meta's yaml default (``add_all_frames_to_correct_as_cond=False``): the correction on frame 8 is returned,
     then the forward propagation recomputes frame 8 from memory and drops it -- vidtrack does the same."""
-    steps, reports = play(parity, "b", corrections_as_cond=False)
+    _, reports = play(parity, "b", corrections_as_cond=False)
     print(f"\nscenario b, corrections not conditioning:\n{summary(reports)}")
     for r in reports:
         assert r.mean >= 0.999, summary(reports)
+    frames_dir, steps = scenario_b()
+    with parity.loader.open_session(_frames(frames_dir), corrections_as_cond=False) as session:
+        ours = run_session_steps(session, steps)
+    assert not np.array_equal(ours[2][8][1], ours[1][8][1])  # the click changed frame 8 ...
+    assert np.array_equal(ours[3][8][1], ours[1][8][1])  # ... and the next propagation recomputed it away
 
 
 def test_the_correction_changes_the_propagation(parity):
