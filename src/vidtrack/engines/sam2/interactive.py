@@ -662,7 +662,7 @@ class InteractiveSession:
     def _features(self, t: int, timings: StepTimings) -> ImageFeatures:
         feats = self.features.get(t)
         if feats is None:
-            frame = self._frames.frame(t)
+            frame = np.array(self._frames.frame(t))  # a writable copy: the cached frame is read-only
             t0 = time.perf_counter()
             feats = slim_features(self.engine.encode_image(self.engine.preprocess(frame)))
             timings.add("image_encoder", time.perf_counter() - t0)
