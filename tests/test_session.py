@@ -13,13 +13,12 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import moving_shapes, shape_masks
 from vidtrack import TrackingConfig, create_tracking_loader
 from vidtrack.engines.sam2 import interactive
 from vidtrack.errors import InputError
 from vidtrack.policies.base import MemoryPolicy
 from vidtrack.types import Prompt
-
-from conftest import moving_shapes, shape_masks
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
@@ -219,9 +218,8 @@ def test_prompts_are_listed_and_accumulate(sam2_loader, frames):
     (lambda s: s.frame(-1), "frame -1 does not exist"),
 ])
 def test_bad_input_is_one_input_error(sam2_loader, frames, call, match):
-    with sam2_loader.open_session(frames) as s:
-        with pytest.raises(InputError, match=match):
-            call(s)
+    with sam2_loader.open_session(frames) as s, pytest.raises(InputError, match=match):
+        call(s)
 
 
 def test_loaders_without_a_session_say_so():
