@@ -113,6 +113,10 @@ class MemoryPolicy:
     keeps_branch_masks: bool = False
     """Whether :meth:`remember` wants every survivor's video-resolution mask (``Kept.mask``)."""
 
+    box_prompt_as_mask: bool = False
+    """Whether a box-only prompt is first turned into a mask prompt (one single-mask decoder pass, upsampled to
+    the video and thresholded), as DAM4SAM's official tracker initialises from a box."""
+
     def remember(
         self, track: ObjectTrack, frame_idx: int, decision: Decision, kept: list[Kept], max_ptrs: int
     ) -> None:

@@ -63,11 +63,16 @@ class StepTimings:
 @dataclass
 class MemoryRead:
     """What one hypothesis of one object attends to on one frame: (temporal slot, record) memory entries,
-    (signed distance, record) pointer entries and optional SAM2Long key weights."""
+    (signed distance, record) pointer entries and optional SAM2Long key weights.
+
+    ``max_ptrs`` overrides the session's pointer window for the pointers' temporal encoding (distances are
+    divided by ``max_ptrs - 1``): DAM4SAM's official tracker streams, so its window grows with the frames seen.
+    """
 
     memories: list[tuple[int, FrameRecord]]
     pointers: list[tuple[int, FrameRecord]]
     key_scale: KeyScale | None = None
+    max_ptrs: int | None = None
 
 
 @dataclass
@@ -161,6 +166,7 @@ class Policy(Protocol):
 
     object_score_threshold: float
     keeps_branch_masks: bool
+    box_prompt_as_mask: bool
 
     def new_object_state(self, object_id: int) -> PolicyState: ...
 

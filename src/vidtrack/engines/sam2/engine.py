@@ -255,7 +255,8 @@ class Sam2Engine:
             c = self.hidden_dim
             if self.config.enable_temporal_pos_encoding_for_object_pointers:
                 t = torch.tensor([d for d, _ in pointers], device=self.device, dtype=torch.float32)
-                pe = get_1d_sine_pe(t / float(max_ptrs - 1), dim=c).to(ptrs.dtype)
+                span = read.max_ptrs or max_ptrs
+                pe = get_1d_sine_pe(t / float(span - 1), dim=c).to(ptrs.dtype)
                 ptr_pos = m.temporal_positional_encoding_projection_layer(pe).unsqueeze(1)
             else:
                 ptr_pos = ptrs.new_zeros(len(pointers), 1, self.mem_dim)
@@ -476,7 +477,7 @@ class Sam2Session:
     def _track(self, obj_id: int) -> ObjectTrack:
         track = self.tracks.get(obj_id)
         if track is None:
-            track = ObjectTrack(obj_id, reverse=self.reverse)
+            track = ObjectTrack(obj_id, reverse=self.reverse, video_size=(self.height, self.width))
             track.policy_state = self.policy.new_object_state(obj_id)
             self.tracks[obj_id] = track
         return track
@@ -553,7 +554,8 @@ class Sam2Session:
                     k.mask = m
             self.policy.remember(track, frame_idx, decision, kept, self.max_ptrs)
             timings.add("policy", time.perf_counter() - t0)
-            to_memorise.extend((k.record, eng.upsample(k.output.low_res_logits), False) for k in kept)
+            # a record the policy filed as conditioning (DAM4SAM's anchors) is memorised like a prompt frame
+            to_memorise.extend((k.record, eng.upsample(k.output.low_res_logits), k.record.is_cond) for k in kept)
             by_id[track.object_id] = kept[0].output
             self.last_records[track.object_id] = kept[0].record
         outputs = [by_id[k] for k in sorted(by_id)]
@@ -633,6 +635,8 @@ class Sam2Session:
         eng = self.engine
         t0 = time.perf_counter()
         thr = self.policy.object_score_threshold
+        if prompt.mask is None and prompt.points is None and prompt.box is not None and self.policy.box_prompt_as_mask:
+            prompt = self._box_to_mask(feats, prompt)
         if prompt.mask is not None:
             # Official `_use_mask_as_output`: the mask is the output (logits +10 / -10); the pointer comes from
             # a single-mask decoder pass on the raw features with the downsampled mask as a dense prompt.
@@ -690,6 +694,21 @@ class Sam2Session:
         rec = FrameRecord(frame_idx, True, ptr, logit, iou, note=note)
         out = ObjectOutput(track.object_id, low, iou, logit, logit <= thr, True)
         return out, rec, hi
+
+    def _box_to_mask(self, feats: ImageFeatures, prompt: Prompt) -> Prompt:
+        """A box prompt turned into a mask prompt, as DAM4SAM's official ``estimate_mask_from_box`` does: one
+        single-mask decoder pass on the memory-free features with the box, upsampled to the video, ``> 0``."""
+        eng = self.engine
+        assert prompt.box is not None
+        x1, y1, x2, y2 = prompt.box
+        coords = torch.from_numpy(scale_points(np.array([[x1, y1], [x2, y2]], np.float32), self.height, self.width,
+                                               eng.image_size))
+        masks, _, _, _ = eng.sam_heads(
+            eng.top_feature_map(feats, add_no_memory=True), feats, point_coords=coords[None, None].to(eng.device),
+            point_labels=torch.tensor([[[2, 3]]], dtype=torch.int32, device=eng.device), multimask=False,
+        )
+        mask = masks_to_video_res(masks[:, :1], self.height, self.width)[0].cpu().numpy()
+        return Prompt.from_mask(prompt.frame_idx, prompt.object_id, mask, origin=prompt.origin)
 
     def _keep(self, track: ObjectTrack, frame_idx: int, run: DecoderRun, choice: Choice) -> Kept:
         """One survivor of a tracked frame: the object-present gate on its mask and pointer, its record."""

@@ -60,6 +60,7 @@ class ObjectTrack:
     non_cond: dict[int, FrameRecord] = field(default_factory=dict)
     policy_state: PolicyState = field(default_factory=PolicyState)
     reverse: bool = False
+    video_size: tuple[int, int] | None = None  # (height, width) of the frames, for policies that work at it
 
     @property
     def started(self) -> bool:
