@@ -99,7 +99,9 @@ def clip(tmp_path_factory) -> Path:
 
 
 def studio_args(video: Path, project: Path, checkpoint: Path, *extra: str) -> list[str]:
-    return [str(video), "--project", str(project), "--checkpoint", str(checkpoint), "--device", "cpu", *extra]
+    """The server's command line: one CPU thread, as the tests' own loader (same numerics, same masks)."""
+    return [str(video), "--project", str(project), "--checkpoint", str(checkpoint), "--device", "cpu", "--threads",
+            "1", *extra]
 
 
 def frame_masks(server: StudioProcess, sid: str, n: int) -> list[list[tuple[int, list[int]]]]:

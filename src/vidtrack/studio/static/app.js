@@ -9,6 +9,7 @@ const SID_KEY = "vidtrack.studio.sid";
 const studio = {
   info: null, session: null, frame: 0, objectId: null, frameData: null, timeline: null, job: null,
   suggestions: null, busy: false, drag: null, pending: 0,
+  counts: { prompts: 0, propagations: 0, exports: 0, frames: 0 }, // finished operations (tests wait on these)
 };
 window.studio = studio; // for the browser tests and for poking around in the console
 
@@ -173,6 +174,7 @@ async function showFrame(idx, { masks = true } = {}) {
   $("frame").getContext("2d").drawImage(image, 0, 0);
   if (data) studio.frameData = data;
   drawMasks(); drawMarks(); drawTimeline();
+  studio.counts.frames++;
 }
 
 async function refreshTimeline() {
@@ -276,21 +278,25 @@ async function removeObject(id) {
 
 async function prompt(body) {
   if (!studio.session || studio.busy) return;
-  if (studio.objectId == null) await addObject();
-  if (studio.objectId == null) return;
   studio.busy = true;
-  status("thinking…");
-  const t0 = performance.now();
-  const data = await guarded(() => api("POST", `${sp()}/prompts`, { frame: studio.frame, object_id: studio.objectId, ...body }));
-  studio.busy = false;
-  if (!data) return;
-  studio.frameData = data;
-  studio.session.objects = data.objects;
-  drawMasks(); drawMarks();
-  const m = data.masks.find((x) => x.object_id === studio.objectId);
-  status(`object ${studio.objectId}: ${m ? m.area : 0} px (${Math.round(performance.now() - t0)} ms)`);
-  await reloadSession();
-  await refreshTimeline();
+  try {
+    if (studio.objectId == null) await addObject();
+    if (studio.objectId == null) return;
+    status("thinking…");
+    const t0 = performance.now();
+    const data = await guarded(() => api("POST", `${sp()}/prompts`, { frame: studio.frame, object_id: studio.objectId, ...body }));
+    if (!data) return;
+    studio.frameData = data;
+    studio.session.objects = data.objects;
+    drawMasks(); drawMarks();
+    const m = data.masks.find((x) => x.object_id === studio.objectId);
+    status(`object ${studio.objectId}: ${m ? m.area : 0} px (${Math.round(performance.now() - t0)} ms)`);
+    await reloadSession();
+    await refreshTimeline();
+  } finally {
+    studio.busy = false;
+    studio.counts.prompts++;
+  }
 }
 
 function mode() { return document.querySelector("input[name=mode]:checked").value; }
@@ -415,6 +421,7 @@ async function pollJob() {
          job.state === "failed");
   await refreshTimeline();
   await showFrame(studio.frame);
+  studio.counts.propagations++;
 }
 
 async function cancel() {
@@ -449,6 +456,7 @@ async function exportNow() {
     a.click(); // the browser's own download
   }
   studio.lastExport = data;
+  studio.counts.exports++;
   status(`exported ${data.files.map((f) => f.name).join(", ")}`);
 }
 
