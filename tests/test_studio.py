@@ -61,6 +61,16 @@ class StudioProcess:
         for line in self.proc.stderr:
             self.stderr.append(line)
 
+    def stderr_line(self, prefix: str, timeout: float = 10.0) -> str | None:
+        """The first stderr line starting with ``prefix`` (stderr is read by a thread: wait a little)."""
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            found = next((line for line in self.stderr if line.startswith(prefix)), None)
+            if found is not None:
+                return found
+            time.sleep(0.05)
+        return None
+
     def call(self, method: str, path: str, body: Any = None, *, expect: int = 200) -> Any:
         data = None if body is None else json.dumps(body).encode()
         req = urllib.request.Request(self.url + path, data=data, method=method,
@@ -136,7 +146,7 @@ def test_restart_restores_objects_prompts_and_tracked_frames(clip, tiny_checkpoi
     finally:
         code = server.stop()
     assert code == 130, "".join(server.stderr)
-    assert any(line.startswith("interrupted") for line in server.stderr), server.stderr
+    assert server.stderr_line("interrupted"), server.stderr
 
     server = StudioProcess(studio_args(clip, project, tiny_checkpoint_dir))
     try:
@@ -168,7 +178,7 @@ def test_shared_server_refuses_paths_outside_its_folders(clip, tiny_checkpoint_d
     server = StudioProcess(studio_args(clip, tmp_path / "project", tiny_checkpoint_dir, "--host", "0.0.0.0",
                                        "--allow", str(allowed)))
     try:
-        assert any(line.startswith("warning: the studio is shared") for line in server.stderr), server.stderr
+        assert server.stderr_line("warning: the studio is shared"), server.stderr
         for path in (outside, link, "/etc/passwd", clip.parent / ".." / outside.parent.name / outside.name):
             err = server.call("POST", "/api/sessions", {"video": str(path)}, expect=400)["error"]
             assert "outside the folders" in err and "--allow" in err, err
@@ -183,7 +193,7 @@ def test_local_server_opens_any_readable_path(clip, tiny_checkpoint_dir, tmp_pat
     other = write_video(tmp_path / "other.mp4", moving_shapes(3, 96, 160))
     server = StudioProcess(studio_args(clip, tmp_path / "project", tiny_checkpoint_dir))
     try:
-        assert not any("warning" in line for line in server.stderr)
+        assert server.stderr_line("warning", timeout=1.0) is None
         assert server.call("POST", "/api/sessions", {"video": str(other)})["num_frames"] == 3
         err = server.call("POST", "/api/sessions", {"video": str(tmp_path / "missing.mp4")}, expect=400)["error"]
         assert "not found" in err
