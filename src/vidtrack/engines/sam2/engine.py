@@ -28,6 +28,7 @@ import torch
 import torch.nn.functional as F
 from transformers.models.sam2_video.modeling_sam2_video import get_1d_sine_pe
 
+from vidtrack.engines.sam2.backends import Backend, backend_for
 from vidtrack.engines.sam2.contract import (
     NO_OBJ_SCORE,
     Candidates,
@@ -46,7 +47,6 @@ from vidtrack.engines.sam2.preprocess import (
     ResizeMethod,
     mask_to_model_input,
     masks_to_video_res,
-    preprocess_frame,
     scale_points,
 )
 from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack
@@ -92,19 +92,19 @@ class Sam2Engine:
         self.max_batch = int(max_batch)
         self.autocast_dtype = autocast_dtype
         self.resize: ResizeMethod = resize
-        cfg = model.config
-        self.config = cfg
-        self.image_size = int(cfg.image_size)
-        self.num_maskmem = int(cfg.num_maskmem)
-        self.max_obj_ptrs = int(cfg.max_object_pointers_in_encoder)
-        self.hidden_dim = int(model.hidden_dim)
-        self.mem_dim = int(model.mem_dim)
-        self.feat_sizes = [tuple(s) for s in model.backbone_feature_sizes]
-        self.low_res_size = tuple(model.prompt_encoder.mask_input_size)
-        self.dtype = next(model.parameters()).dtype
-        with torch.inference_mode():
-            self.image_pe = model.get_image_wide_positional_embeddings().to(self.device)
-        self._maskmem_pos_enc: torch.Tensor | None = None
+        # issue 18 seam: what differs between SAM 2.1, EdgeTAM and the SAM 3 tracker (backends/, BACKENDS.md)
+        self.backend: Backend = backend_for(self.model, self.device)
+        b = self.backend
+        self.config = b.config
+        self.image_size = b.image_size
+        self.num_maskmem = b.num_maskmem
+        self.max_obj_ptrs = b.max_obj_ptrs
+        self.hidden_dim = b.hidden_dim
+        self.mem_dim = b.mem_dim
+        self.feat_sizes = b.feat_sizes
+        self.low_res_size = b.low_res_size
+        self.dtype = b.dtype
+        self.image_pe = b.image_pe
 
     def new_session(
         self,
@@ -143,17 +143,10 @@ class Sam2Engine:
 
     # --- model stages ------------------------------------------------------------------------------------
     def preprocess(self, frame: np.ndarray) -> torch.Tensor:
-        return preprocess_frame(frame, self.image_size, resize=self.resize, device=self.device, dtype=self.dtype)
+        return self.backend.preprocess(frame, self.resize)
 
     def encode_image(self, pixel_values: torch.Tensor) -> ImageFeatures:
-        out = self.model.get_image_features(pixel_values[None], return_dict=True)
-        feats = list(out.fpn_hidden_states)
-        pos = list(out.fpn_position_encoding)
-        high_res = [
-            x.permute(1, 2, 0).reshape(x.size(1), x.size(2), *s)
-            for x, s in zip(feats[:-1], self.feat_sizes[:-1], strict=True)
-        ]
-        return ImageFeatures(feats, pos, high_res)
+        return self.backend.encode_image(pixel_values)
 
     def top_feature_map(self, feats: ImageFeatures, add_no_memory: bool) -> torch.Tensor:
         """The lowest-resolution feature map as (1, C, H, W), optionally plus ``no_memory_embedding``
@@ -184,17 +177,8 @@ class Sam2Engine:
                                        align_corners=False, antialias=True)
         if mask_input is not None:
             mask_input = mask_input.to(self.dtype)
-        sparse, dense = self.model.prompt_encoder(
-            input_points=point_coords, input_labels=point_labels, input_boxes=None, input_masks=mask_input
-        )
-        masks, ious, tokens, obj_logits = self.model.mask_decoder(
-            image_embeddings=pix_feat,
-            image_positional_embeddings=self.image_pe.expand(b, -1, -1, -1),
-            sparse_prompt_embeddings=sparse,
-            dense_prompt_embeddings=dense,
-            multimask_output=multimask,
-            high_resolution_features=feats.high_res,
-        )
+        masks, ious, tokens, obj_logits = self.backend.decode(pix_feat, feats, point_coords, point_labels, mask_input,
+                                                              multimask)
         return masks[:, 0].float(), ious[:, 0].float(), tokens[:, 0], obj_logits[:, 0].float()
 
     def object_pointer(self, token: torch.Tensor, present: torch.Tensor) -> torch.Tensor:
@@ -206,34 +190,13 @@ class Sam2Engine:
         lam = present.to(ptr.dtype)
         return lam * ptr + (1 - lam) * self.model.no_object_pointer
 
-    def maskmem_pos_enc(self, features: torch.Tensor) -> torch.Tensor:
-        """Spatial position encoding of memories: identical for every frame and object, computed once."""
-        if self._maskmem_pos_enc is None:
-            pe = self.model.memory_encoder.position_encoding(features.shape, features.device, features.dtype)
-            self._maskmem_pos_enc = pe[:1].flatten(2).permute(2, 0, 1).to(self.dtype)
-        return self._maskmem_pos_enc
-
     def encode_memory(
         self, feats: ImageFeatures, high_res_masks: torch.Tensor, object_score_logits: torch.Tensor,
         binarize: bool,
     ) -> torch.Tensor:
-        """Memory encoder for a batch of objects' masks on one frame -> (HW, B, mem_dim) bf16.
-
-        ``binarize`` is the official ``is_mask_from_pts``: prompted frames are memorised from the hard mask,
-        tracked frames from ``sigmoid(logits)``; both scaled by 20 and shifted by -10.
-        """
-        cfg = self.config
-        b = high_res_masks.size(0)
-        pix = feats.top.permute(1, 2, 0).reshape(1, self.hidden_dim, *self.feat_sizes[-1]).expand(b, -1, -1, -1)
-        mask = (high_res_masks > 0).float() if binarize else torch.sigmoid(high_res_masks)
-        mask = mask * cfg.sigmoid_scale_for_mem_enc + cfg.sigmoid_bias_for_mem_enc
-        features, _ = self.model.memory_encoder(pix, mask.to(pix.dtype))
-        occl = self.model.occlusion_spatial_embedding_parameter
-        if occl is not None:
-            absent = 1.0 - (object_score_logits > 0).float()  # (B, 1): always the > 0 test, in every policy
-            features = features + absent[..., None, None] * occl[..., None, None].expand(*features.shape)
-        self.maskmem_pos_enc(features)
-        return features.to(torch.bfloat16).flatten(2).permute(2, 0, 1)
+        """Memory encoder for a batch of objects' masks on one frame -> (N, B, mem_dim) bf16 memory tokens
+        (the backend's; ``binarize`` is the official ``is_mask_from_pts``)."""
+        return self.backend.encode_memory(feats, high_res_masks, object_score_logits, binarize)
 
     def memory_tokens(
         self, read: MemoryRead, max_ptrs: int
@@ -243,7 +206,7 @@ class Sam2Engine:
         m = self.model
         mem: list[torch.Tensor] = []
         mem_pos: list[torch.Tensor] = []
-        pos_enc = self._maskmem_pos_enc
+        pos_enc = self.backend.memory_pos_enc
         for slot, rec in read.memories:
             assert rec.maskmem_features is not None and pos_enc is not None
             mem.append(rec.maskmem_features.to(self.device))
@@ -297,19 +260,14 @@ class Sam2Engine:
         current = feats.top.expand(-1, b, -1)
         current_pos = feats.vision_pos[-1].expand(-1, b, -1)
         scales = [p[3] for p in parts]
-        extra = {}  # SAM2Long's key modulation, one row per read: FastMemoryAttention's key_scale (fast_modules)
+        key_scale = None  # SAM2Long's key modulation, one row per read
         if any(x is not None for x in scales):
             assert all(x is not None for x in scales), "key weights for some reads of a batch only"
-            extra["key_scale"] = torch.stack([x for x in scales if x is not None], dim=0)
-        out = self.model.memory_attention(
-            current_vision_features=current,
-            memory=memory,
-            current_vision_position_embeddings=current_pos,
-            memory_posision_embeddings=memory_pos,
-            num_object_pointer_tokens=num_ptr_tokens,
-            **extra,
-        )
-        return out[0].transpose(1, 2).reshape(b, self.hidden_dim, *self.feat_sizes[-1])  # (1, B, HW, C) in
+            key_scale = torch.stack([x for x in scales if x is not None], dim=0)
+        out = self.backend.memory_attention(current, current_pos, memory, memory_pos,
+                                            num_ptr_tokens=num_ptr_tokens, num_frames=len(reads[0].memories),
+                                            key_scale=key_scale)
+        return out.transpose(1, 2).reshape(b, self.hidden_dim, *self.feat_sizes[-1])  # (B, HW, C) in
 
     def decode_reads(
         self, feats: ImageFeatures, reads: list[MemoryRead], max_ptrs: int, multimask: bool, timings: StepTimings
@@ -344,8 +302,7 @@ class Sam2Engine:
         return runs
 
     def upsample(self, low_res: torch.Tensor) -> torch.Tensor:
-        return F.interpolate(low_res.float(), size=(self.image_size, self.image_size), mode="bilinear",
-                             align_corners=False)
+        return self.backend.upsample(low_res)
 
 
 class Sam2Session:
