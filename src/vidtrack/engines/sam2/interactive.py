@@ -302,8 +302,10 @@ class InteractiveSession:
         return self._frames.fps
 
     def frame(self, i: int) -> np.ndarray:
-        """Frame ``i`` as (H, W, 3) uint8 RGB (read-only)."""
-        return self._frames.frame(i)
+        """Frame ``i`` as (H, W, 3) uint8 RGB (read-only). Waits for a running propagation's current frame (the
+        decoder is shared)."""
+        with self._lock:
+            return self._frames.frame(i)
 
     @property
     def object_ids(self) -> list[int]:
