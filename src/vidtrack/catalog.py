@@ -1,8 +1,9 @@
 """The model catalogue: every name a user may pass, what it resolves to, and the policy defaults.
 
-Names follow the original module (``sam2``, ``samurai``, ``sam2long``, ``yolo11n-seg``) plus size-qualified
-forms (``sam2.1-tiny``, ``samurai-large``, ``sam2long-base-plus``). Bare family names pick the size the
-original module used: large for SAMURAI and SAM2Long (as their papers report), tiny for plain SAM 2.1.
+Names follow the original module (``sam2``, ``samurai``, ``sam2long``, ``yolo11n-seg``; ``dam4sam``) plus
+size-qualified forms (``sam2.1-tiny``, ``samurai-large``, ``sam2long-base-plus``, ``dam4sam-tiny``). Bare family
+names pick the size the original module used: large for SAMURAI, SAM2Long and DAM4SAM (as their papers report),
+tiny for plain SAM 2.1.
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ class ModelSpec:
     """What a model name resolves to."""
 
     name: str  # canonical name, e.g. "samurai-large"
-    family: str  # "sam2" | "samurai" | "sam2long" | "yolo"
+    family: str  # "sam2" | "samurai" | "sam2long" | "dam4sam" | "yolo"
     size: str  # "tiny" | ... | "large" for the SAM 2 family; "n" ... "x" for YOLO
     hub_id: str  # transformers Hub id, or the ultralytics weights file name
     params_m: float
@@ -52,14 +53,14 @@ def _sam2_spec(family: str, size: str) -> ModelSpec:
         options = {"kf_score_weight": 0.15 if size == "large" else 0.25}
     elif family == "sam2long":
         options = {"num_pathways": 3, "iou_threshold": 0.3, "uncertainty": 2.0}
-    prefix = {"sam2": "sam2.1", "samurai": "samurai", "sam2long": "sam2long"}[family]
+    prefix = {"sam2": "sam2.1", "samurai": "samurai", "sam2long": "sam2long", "dam4sam": "dam4sam"}[family]
     return ModelSpec(f"{prefix}-{size}", family, size, SAM2_HUB_IDS[size], SAM2_PARAMS_M[size], options)
 
 
 def _build_catalogue() -> tuple[dict[str, ModelSpec], dict[str, str]]:
     specs: dict[str, ModelSpec] = {}
     aliases: dict[str, str] = {}
-    for family in ("sam2", "samurai", "sam2long"):
+    for family in ("sam2", "samurai", "sam2long", "dam4sam"):
         for size in SAM2_SIZES:
             spec = _sam2_spec(family, size)
             specs[spec.name] = spec
@@ -77,7 +78,7 @@ def _build_catalogue() -> tuple[dict[str, ModelSpec], dict[str, str]]:
             for p in ("sam2.1", "sam2", "sam2-1", "sam21"):
                 aliases[f"{p}-{w}"] = f"sam2.1-{size}"
                 aliases[f"{p}_{w}"] = f"sam2.1-{size}"
-            for fam in ("samurai", "sam2long"):
+            for fam in ("samurai", "sam2long", "dam4sam"):
                 aliases[f"{fam}-{w}"] = f"{fam}-{size}"
                 aliases[f"{fam}_{w}"] = f"{fam}-{size}"
             aliases[f"sam2-long-{w}"] = f"sam2long-{size}"
@@ -93,6 +94,9 @@ def _build_catalogue() -> tuple[dict[str, ModelSpec], dict[str, str]]:
             "sam2long": "sam2long-large",
             "sam2-long": "sam2long-large",
             "sam2_long": "sam2long-large",
+            "dam4sam": "dam4sam-large",  # the paper's and the official README's headline model
+            "sam2.1++": "dam4sam-large",
+            "sam21pp": "dam4sam-large",
             "yolo11seg": "yolo11n-seg",
             "yolo11-seg": "yolo11n-seg",
             "yolo": "yolo11n-seg",

@@ -13,6 +13,7 @@ from typing import Any
 from vidtrack.engines.sam2.contract import Candidates, Policy, PolicyFactory
 from vidtrack.errors import InputError
 from vidtrack.policies.base import MemoryPolicy
+from vidtrack.policies.dam4sam import Dam4SamPolicy
 from vidtrack.policies.sam2long import Sam2LongPolicy
 from vidtrack.policies.samurai import SamuraiPolicy
 from vidtrack.policies.vanilla import VanillaPolicy
@@ -21,6 +22,7 @@ POLICIES: dict[str, type[MemoryPolicy]] = {
     "vanilla": VanillaPolicy,
     "samurai": SamuraiPolicy,
     "sam2long": Sam2LongPolicy,
+    "dam4sam": Dam4SamPolicy,
 }
 """The built-in policies by name (what the catalogue's model names imply)."""
 
@@ -64,5 +66,5 @@ def check_policy(built: object, made_by: object) -> Policy:
     return built
 
 
-__all__ = ["POLICIES", "Candidates", "MemoryPolicy", "Policy", "PolicyFactory", "Sam2LongPolicy", "SamuraiPolicy",
-           "VanillaPolicy", "check_policy", "make_policy", "resolve_policy"]
+__all__ = ["POLICIES", "Candidates", "Dam4SamPolicy", "MemoryPolicy", "Policy", "PolicyFactory", "Sam2LongPolicy",
+           "SamuraiPolicy", "VanillaPolicy", "check_policy", "make_policy", "resolve_policy"]
