@@ -1,0 +1,44 @@
+"""The checkpoints the DAM4SAM goldens were recorded on: a calibrated random init (``tests/parity/calibration.py``
+through ``tests/golden/checkpoint.py``) plus one change, ``iou_bias`` added to the IoU head's output bias.
+
+Why: on the calibrated init the chosen candidate's predicted IoU is about 0.56, under DAM4SAM's 0.8
+reliability threshold, so no frame would ever become a DRM anchor. Shifting the IoU logits by +1.5 puts the
+chosen IoU at about 0.85 (the other two stay below it: the argmax is unchanged), the mask area is stable within
++-20 %, and the non-chosen candidates spill far outside the chosen mask: every frame that the 5-frame gap allows
+becomes an anchor (2, 8, 14, ... on the 256 px golden), so the DRM fills up, old anchors fall out of the read,
+and the RAM shrinks from 6 to 3 slots. Loaded by path, like ``checkpoint.py``.
+"""
+
+from __future__ import annotations
+
+import importlib.util
+from pathlib import Path
+from typing import Any
+
+import torch
+
+IOU_BIAS_KEY = "sam_mask_decoder.iou_prediction_head.layers.2.bias"
+
+
+def _checkpoint_module() -> Any:
+    spec = importlib.util.spec_from_file_location("golden_checkpoint", Path(__file__).with_name("checkpoint.py"))
+    assert spec is not None and spec.loader is not None
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+CK = _checkpoint_module()
+
+
+def architecture(name: str) -> Any:
+    """``small`` (256 px, the test suite's) or ``hiera-tiny-1024`` (the released tiny shape at 1024 px)."""
+    cal = CK.calibration()
+    return {"small": cal.SMALL, "hiera-tiny-1024": cal.TINY_1024}[name]
+
+
+def state_dict(architecture_name: str, seed: int, iou_bias: float, constants: dict[str, float] | None = None
+               ) -> dict[str, torch.Tensor]:
+    sd = CK.golden_state_dict(seed=seed, iou_gain=1.0, arch=architecture(architecture_name), constants=constants)
+    sd[IOU_BIAS_KEY] = sd[IOU_BIAS_KEY] + iou_bias
+    return sd
