@@ -183,11 +183,14 @@ def test_both_directions_and_default_start(sam2_loader, frames):
     a, _ = shape_masks()
     with sam2_loader.open_session(frames) as s:
         s.add_prompt(4, 1, box=_box(a))
+        assert s.plan() == list(range(4, T))
         fwd = [tf.frame_idx for tf in s.propagate()]
         assert fwd == list(range(4, T))  # Meta: from the earliest prompted frame
+        assert s.plan("both", start=6, max_frames=2) == [6, 7, 8, 6, 5, 4]
         both = [tf.frame_idx for tf in s.propagate("both", start=6, max_frames=2)]
         assert both == [6, 7, 8, 6, 5, 4]  # max_frame_num_to_track=2: start and 2 more, each way
         assert [tf.frame_idx for tf in s.propagate("backward")] == [4, 3, 2, 1, 0]
+        assert s.plan("backward", start=0) == []  # Meta skips a reverse pass from frame 0
 
 
 def test_prompts_are_listed_and_accumulate(sam2_loader, frames):

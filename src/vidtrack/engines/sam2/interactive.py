@@ -460,18 +460,42 @@ class InteractiveSession:
         stays consistent. Under SAM2Long's offline mode, frames whose masks the best pathway revises are
         yielded again at the end of each pass.
         """
-        if direction not in DIRECTIONS:
-            raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}; got {direction!r}")
+        self._check_propagate_args(direction, start, max_frames)
         if start is not None:
-            start = self._check_frame(start)
-        if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
-                                       or max_frames < 0):
-            raise InputError(f"max_frames must be an integer >= 0; got {max_frames!r}")
+            start = int(start)
         with self._lock:
             self._check_idle()
             self._check_ready()
         passes = {"forward": [False], "backward": [True], "both": [False, True]}[direction]
         return self._propagate(passes, start, max_frames)
+
+    def plan(self, direction: str = "forward", start: int | None = None, max_frames: int | None = None) -> list[int]:
+        """The frames ``propagate`` with these arguments will yield, in order (for a progress bar; SAM2Long's
+        revised frames, yielded again at the end of a pass, are not counted)."""
+        self._check_propagate_args(direction, start, max_frames)
+        with self._lock:
+            self._check_ready()
+            if start is None:
+                start = min(min([*o.cond, *o.temp_cond]) for o in self._objects.values())
+            passes = {"forward": [False], "backward": [True], "both": [False, True]}[direction]
+            return [t for reverse in passes for t in self._order(reverse, start, max_frames)]
+
+    def _order(self, reverse: bool, start: int, max_frames: int | None) -> Sequence[int]:
+        """Meta's processing order of ``propagate_in_video``."""
+        n = self.num_frames
+        span = n if max_frames is None else max_frames
+        if reverse:
+            return range(start, max(start - span, 0) - 1, -1) if start > 0 else []
+        return range(start, min(start + span, n - 1) + 1)
+
+    def _check_propagate_args(self, direction: str, start: int | None, max_frames: int | None) -> None:
+        if direction not in DIRECTIONS:
+            raise InputError(f"direction must be one of {', '.join(DIRECTIONS)}; got {direction!r}")
+        if start is not None:
+            self._check_frame(start)
+        if max_frames is not None and (isinstance(max_frames, bool) or not isinstance(max_frames, int)
+                                       or max_frames < 0):
+            raise InputError(f"max_frames must be an integer >= 0; got {max_frames!r}")
 
     def _propagate(self, passes: list[bool], start: int | None, max_frames: int | None) -> Iterator[TrackingFrame]:
         with self._lock:
@@ -490,13 +514,7 @@ class InteractiveSession:
             n = self.num_frames
             if start is None:
                 start = min(min(o.cond) for o in self._objects.values())
-            span = n if max_frames is None else max_frames
-            if reverse:
-                end = max(start - span, 0)
-                order: Sequence[int] = range(start, end - 1, -1) if start > 0 else []
-            else:
-                end = min(start + span, n - 1)
-                order = range(start, end + 1)
+            order = self._order(reverse, start, max_frames)
             policy = self._policy_factory()
             reuse = _policy_reuses(policy)
             ps = eng.new_session(policy, self.height, self.width, num_frames=n, reverse=reverse)
