@@ -40,6 +40,7 @@ class ModelSpec:
     hub_id: str  # transformers Hub id, or the ultralytics weights file name
     params_m: float
     policy_options: dict[str, Any] = field(default_factory=dict)
+    backend: str = "sam2"  # the engine's model family (engines/sam2/backends): "sam2" | "edgetam" | ...
 
     @property
     def policy(self) -> str:
@@ -55,6 +56,30 @@ def _sam2_spec(family: str, size: str) -> ModelSpec:
         options = {"num_pathways": 3, "iou_threshold": 0.3, "uncertainty": 2.0}
     prefix = {"sam2": "sam2.1", "samurai": "samurai", "sam2long": "sam2long", "dam4sam": "dam4sam"}[family]
     return ModelSpec(f"{prefix}-{size}", family, size, SAM2_HUB_IDS[size], SAM2_PARAMS_M[size], options)
+
+
+EDGETAM_HUB_ID = "yonigozlan/EdgeTAM-hf"
+"""EdgeTAM in transformers format (``EdgeTamVideoModel``), as the transformers documentation loads it."""
+EDGETAM_PARAMS_M = 13.9
+
+
+def _edgetam_specs() -> tuple[dict[str, ModelSpec], dict[str, str]]:
+    """EdgeTAM (one size) under every memory policy: ``edgetam``, ``samurai-edgetam``, ``sam2long-edgetam``,
+    ``dam4sam-edgetam``; the policy defaults are those of the small SAM 2.1 models."""
+    specs: dict[str, ModelSpec] = {}
+    aliases: dict[str, str] = {}
+    for family in ("sam2", "samurai", "sam2long", "dam4sam"):
+        base = _sam2_spec(family, "tiny")
+        name = "edgetam" if family == "sam2" else f"{family}-edgetam"
+        specs[name] = ModelSpec(name, family, "edgetam", EDGETAM_HUB_ID, EDGETAM_PARAMS_M, base.policy_options,
+                                backend="edgetam")
+        if family != "sam2":
+            aliases[f"{family}_edgetam"] = name
+            aliases[f"edgetam-{family}"] = name
+    aliases.update({"edge-tam": "edgetam", "edge_tam": "edgetam", "edgetam.pt": "edgetam",
+                    "facebook/edgetam": "edgetam", EDGETAM_HUB_ID.lower(): "edgetam",
+                    "sam2-long-edgetam": "sam2long-edgetam"})
+    return specs, aliases
 
 
 def _build_catalogue() -> tuple[dict[str, ModelSpec], dict[str, str]]:
@@ -110,6 +135,9 @@ def _build_catalogue() -> tuple[dict[str, ModelSpec], dict[str, str]]:
 
 
 CATALOGUE, ALIASES = _build_catalogue()
+for _specs, _aliases in (_edgetam_specs(),):
+    CATALOGUE.update(_specs)
+    ALIASES.update(_aliases)
 
 
 def resolve_model(name: str) -> ModelSpec:

@@ -22,7 +22,7 @@ import json
 import os
 import socket
 import urllib.parse
-from collections.abc import Iterator
+from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -41,10 +41,13 @@ _SIZES = {(96, 12): "tiny", (96, 16): "small", (112, 24): "base-plus", (144, 48)
 HUB_CHECK_TIMEOUT_S = 4.0
 
 
-def check_transformers_folder(folder: Path) -> None:
-    """Refuse, before loading anything, a folder that is not a SAM 2 transformers checkpoint."""
+def check_transformers_folder(
+    folder: Path, model_types: Collection[str] = SAM2_MODEL_TYPES, family: str = "SAM 2", hint: str | None = None,
+) -> None:
+    """Refuse, before loading anything, a folder that is not a transformers checkpoint of ``model_types``."""
     config = folder / "config.json"
-    hint = "pass a SAM 2.1 checkpoint: a sam2.1_hiera_*.pt file or a folder saved by Sam2VideoModel.save_pretrained"
+    hint = hint or ("pass a SAM 2.1 checkpoint: a sam2.1_hiera_*.pt file or a folder saved by "
+                    "Sam2VideoModel.save_pretrained")
     if not config.is_file():
         raise WeightsError(f"checkpoint folder {folder} has no config.json, so it is not a transformers model; {hint}")
     try:
@@ -52,9 +55,9 @@ def check_transformers_folder(folder: Path) -> None:
     except (OSError, ValueError) as e:
         raise WeightsError(f"cannot read {config}: {' '.join(str(e).split())}; {hint}") from None
     model_type = data.get("model_type") if isinstance(data, dict) else None
-    if model_type not in SAM2_MODEL_TYPES:
+    if model_type not in model_types:
         raise WeightsError(f"checkpoint folder {folder} holds a {model_type!r} model (config.json model_type), not "
-                           f"SAM 2 ({', '.join(sorted(SAM2_MODEL_TYPES))}); {hint}")
+                           f"{family} ({', '.join(sorted(model_types))}); {hint}")
     if not any((folder / name).is_file() for name in WEIGHT_FILES):
         raise WeightsError(f"checkpoint folder {folder} has a config.json but no weights ({WEIGHT_FILES[0]}); {hint}")
 

@@ -47,6 +47,17 @@ def resolve_device(device: str) -> torch.device:
     return dev
 
 
+def _load_edgetam(config: TrackingConfig, hub_id: str, device: torch.device, dtype: torch.dtype) -> Any:
+    """EdgeTAM weights for the EdgeTAM catalogue entries (engines/sam2/backends/edgetam_weights.py)."""
+    from vidtrack.engines.sam2.backends.edgetam_weights import load_edgetam_model
+
+    if config.model_config is not None:
+        raise InputError("a model config (yaml) applies to SAM 2.1 .pt checkpoints only; EdgeTAM has one "
+                         "architecture: drop --model-config")
+    return load_edgetam_model(hub_id=hub_id, checkpoint_path=config.checkpoint_path, cache_dir=config.cache_dir,
+                              download=config.download, device=device, dtype=dtype, image_size=config.image_size)
+
+
 class LiveTracker:
     """Push frames one by one and add prompts at any time (cameras, custom pipelines).
 
@@ -114,7 +125,9 @@ class Sam2Loader(TrackingModelLoader):
             return self
         if self.device.type == "cpu" or self.config.threads:
             apply_cpu_threads(self.config.threads)
-        if model is None:
+        if model is None and self.spec.backend == "edgetam":
+            model = _load_edgetam(self.config, self.spec.hub_id, self.device, self.dtype)
+        elif model is None:
             model = load_sam2_model(
                 size=self.spec.size,
                 hub_id=self.spec.hub_id,

@@ -1,0 +1,117 @@
+"""The calibrated random EdgeTAM the EdgeTAM goldens were recorded on, rebuilt from its seed in the official
+``edgetam.pt`` layout.
+
+Architecture: EdgeTAM exactly as released (official ``sam2/configs/edgetam.yaml``: RepViT-M1 trunk, FPN neck,
+2-layer memory attention with RoPE on the perceiver's window latents, 2-layer spatial perceiver with 256 + 256
+latents), at its own input size, 1024 px.
+
+Initialisation (:func:`official_state_dict`), in the official key space listed by
+``tests/fixtures/meta_keys_edgetam.json`` (the official model's ``state_dict()`` names, shapes and dtypes): one
+seeded generator, keys in sorted order, PyTorch's default scales as ``tests/parity/calibration.py`` draws them
+(uniform +-1/sqrt(fan_in) for matrices and kernels, N(1, 0.02) for norm weights, 0.1 + 0.03 N(0, 1) for layer
+scales, N(0, 1) for the prompt encoder's Gaussian matrix and embeddings, N(0, 0.02) otherwise), with two EdgeTAM
+additions: the RepViT convolutions are drawn at TRUNK_GAIN x the default bound and its batch norms get
+N(1, 0.02) weights with running statistics 0 / 1, so the trunk's features neither vanish nor explode through
+its 30-odd residual convolution blocks (batch norm in eval mode does not renormalise as Hiera's layer norms do:
+at the default bound the four stages' outputs have std 0.11 / 0.07 / 0.10 / 0.06 on a DAVIS frame, at 1.3
+0.23 / 0.20 / 0.38 / 0.32, at 1.6 they explode to 1e3-1e4, at He's sqrt(6) to 1e13); then the
+calibration of ``calibration.py`` under the official names (memory cross-attention q/k x QK_GAIN and output x
+OUT_GAIN, memory temporal encoding x TPOS_GAIN, mask-decoder transposed-conv taps tied, object-score bias
+OBJECT_BIAS; EdgeTAM's pointers have no temporal projection to scale). No official code is needed to rebuild
+it (EdgeTAM is not on the package index); :data:`DIGEST` pins the result.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import sys
+from pathlib import Path
+
+import torch
+
+ROOT = Path(__file__).resolve().parents[2]
+META_KEYS = ROOT / "tests" / "fixtures" / "meta_keys_edgetam.json"
+SEED = 0
+IMAGE_SIZE = 1024
+TRUNK_GAIN = 1.3
+DIGEST = ""
+"""sha256 of the rebuilt state dict (:func:`state_digest`); set when the goldens were recorded."""
+
+
+def calibration_gains() -> dict[str, float]:
+    parity = ROOT / "tests" / "parity"
+    if str(parity) not in sys.path:
+        sys.path.insert(0, str(parity))
+    import calibration as cal
+
+    return {k: float(getattr(cal, k)) for k in ("QK_GAIN", "OUT_GAIN", "TPOS_GAIN", "OBJECT_BIAS")}
+
+
+def official_keys() -> list[tuple[str, list[int], str]]:
+    data = json.loads(META_KEYS.read_text())
+    return [(k, list(s), d) for k, s, d in data["keys"]]
+
+
+def official_state_dict(seed: int = SEED, gains: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+    """The calibrated random EdgeTAM in the official layout (``torch.save({"model": sd})`` gives an
+    ``edgetam.pt``)."""
+    g = gains or calibration_gains()
+    gen = torch.Generator().manual_seed(seed)
+    sd: dict[str, torch.Tensor] = {}
+    for name, shape_list, dtype in sorted(official_keys()):
+        shape = torch.Size(shape_list)
+        if dtype != "float32":  # batch norms' num_batches_tracked
+            sd[name] = torch.zeros(shape, dtype=getattr(torch, dtype))
+            continue
+        trunk = name.startswith("image_encoder.trunk.")
+        if name.endswith("running_mean"):
+            v = torch.zeros(shape)
+        elif name.endswith("running_var"):
+            v = torch.ones(shape)
+        elif len(shape) == 1 and name.endswith(".weight") and ("norm" in name or name.endswith(".bn.weight")):
+            v = 1.0 + 0.02 * torch.randn(shape, generator=gen)
+        elif name.endswith("gamma"):
+            v = 0.1 + 0.03 * torch.randn(shape, generator=gen)
+        elif "positional_encoding_gaussian_matrix" in name or (
+            "sam_prompt_encoder" in name and "embed" in name and len(shape) == 2
+        ):
+            v = torch.randn(shape, generator=gen)
+        elif len(shape) >= 2 and name.endswith("weight"):
+            fan_in = shape[1] * math.prod(shape[2:])
+            bound = (TRUNK_GAIN if trunk else 1.0) / math.sqrt(fan_in)
+            v = (torch.rand(shape, generator=gen) * 2 - 1) * bound
+        else:
+            v = 0.02 * torch.randn(shape, generator=gen)
+        sd[name] = v
+    for key in [k for k in sd if ".cross_attn_image." in k]:
+        if ".q_proj." in key or ".k_proj." in key:
+            sd[key] = sd[key] * g["QK_GAIN"]
+        elif ".out_proj." in key:
+            sd[key] = sd[key] * g["OUT_GAIN"]
+    sd["maskmem_tpos_enc"] = sd["maskmem_tpos_enc"] * g["TPOS_GAIN"]
+    for i in (0, 3):  # the two ConvTranspose2d of output_upscaling: one tap over each 2x2 block
+        w = sd[f"sam_mask_decoder.output_upscaling.{i}.weight"]
+        sd[f"sam_mask_decoder.output_upscaling.{i}.weight"] = w[:, :, :1, :1].expand_as(w).clone()
+    sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"] = torch.full_like(
+        sd["sam_mask_decoder.pred_obj_score_head.layers.2.bias"], g["OBJECT_BIAS"])
+    return sd
+
+
+def state_digest(sd: dict[str, torch.Tensor]) -> str:
+    h = hashlib.sha256()
+    for k in sorted(sd):
+        h.update(k.encode())
+        h.update(sd[k].contiguous().numpy().tobytes())
+    return h.hexdigest()
+
+
+def save_checkpoint(path: str | Path, seed: int = SEED) -> Path:
+    """Write the official-format checkpoint (``{"model": state_dict}``) at ``path`` (temporary name, renamed)."""
+    p = Path(path)
+    p.parent.mkdir(parents=True, exist_ok=True)
+    tmp = p.with_name(p.name + ".tmp")
+    torch.save({"model": official_state_dict(seed)}, tmp)
+    tmp.replace(p)
+    return p
