@@ -45,7 +45,6 @@ from vidtrack.engines.sam2.contract import (
 from vidtrack.engines.sam2.fast_modules import install_fast_modules
 from vidtrack.engines.sam2.preprocess import (
     ResizeMethod,
-    mask_to_model_input,
     masks_to_video_res,
     scale_points,
 )
@@ -452,6 +451,9 @@ class Sam2Session:
             self.policy.record_stored(track, rec)
             to_memorise.append((rec, hi, True))
             outputs.append(out)
+        if len(to_memorise) > 1:  # the family's rule for objects prompted together (SAM 3: no overlap)
+            joint = self.engine.backend.prompt_memory_masks(torch.cat([hi for _, hi, _ in to_memorise]))
+            to_memorise = [(rec, joint[i : i + 1], b) for i, (rec, _, b) in enumerate(to_memorise)]
         return outputs, to_memorise
 
     def _memorise(
@@ -597,10 +599,7 @@ class Sam2Session:
         if prompt.mask is not None:
             # Official `_use_mask_as_output`: the mask is the output (logits +10 / -10); the pointer comes from
             # a single-mask decoder pass on the raw features with the downsampled mask as a dense prompt.
-            mask_in = mask_to_model_input(prompt.mask, eng.image_size, eng.device)
-            high = mask_in * 20.0 - 10.0
-            low = F.interpolate(high, size=eng.low_res_size, mode="bilinear", align_corners=False,
-                                antialias=True)
+            mask_in, low = eng.backend.mask_prompt(prompt.mask)
             _, _, tokens, dec_logit = eng.sam_heads(
                 eng.top_feature_map(feats, add_no_memory=False), feats,
                 mask_input=eng.model.mask_downsample(mask_in.to(eng.dtype)), multimask=False,

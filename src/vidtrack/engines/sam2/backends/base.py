@@ -32,7 +32,13 @@ import torch
 import torch.nn.functional as F
 
 from vidtrack.engines.sam2.contract import ImageFeatures
-from vidtrack.engines.sam2.preprocess import IMAGENET_MEAN, IMAGENET_STD, ResizeMethod, preprocess_frame
+from vidtrack.engines.sam2.preprocess import (
+    IMAGENET_MEAN,
+    IMAGENET_STD,
+    ResizeMethod,
+    mask_to_model_input,
+    preprocess_frame,
+)
 
 
 class Backend:
@@ -107,6 +113,23 @@ class Backend:
             multimask_output=multimask,
             high_resolution_features=feats.high_res,
         )
+
+    # --- prompts ---------------------------------------------------------------------------------------------
+    def mask_prompt(self, mask: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """A (H, W) bool mask prompt -> (the decoder's mask input before ``mask_downsample``, (1, 1, S, S);
+        the frame's low-res logits (1, 1, h, w), its output and memory source).
+
+        SAM 2.1's ``add_new_mask`` + ``_use_mask_as_output``: the mask resized to S (antialiased) and
+        thresholded at 0.5, used as logits +10 / -10, downsampled (antialiased) to the low-res grid."""
+        mask_in = mask_to_model_input(mask, self.image_size, self.device)
+        low = F.interpolate(mask_in * 20.0 - 10.0, size=self.low_res_size, mode="bilinear", align_corners=False,
+                            antialias=True)
+        return mask_in, low
+
+    def prompt_memory_masks(self, high_res_masks: torch.Tensor) -> torch.Tensor:
+        """The high-res masks of the objects prompted on one frame, (B, 1, S, S), as they are memorised.
+        SAM 2.1 memorises each as it is (``non_overlap_masks_for_mem_enc`` off); SAM 3 keeps them apart."""
+        return high_res_masks
 
     # --- memory ----------------------------------------------------------------------------------------------
     @property
