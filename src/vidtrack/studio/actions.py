@@ -11,6 +11,11 @@ Actions::
     {"op": "clear_prompts", "frame": 12, "object_id": 1 | null}
     {"op": "remove_object", "object_id": 1}
     {"op": "reset"}
+    {"op": "propagate", "direction": "forward", "start": null, "max_frames": null, "frames": 57}
+
+A propagation is logged when it ends, with the number of frames it yielded (a cancelled one stops early).
+Replaying it matters: Meta's predictor refines a click on a tracked frame from that frame's tracked output,
+so the prompts alone do not rebuild the session a correction was made in.
 """
 
 from __future__ import annotations
@@ -23,7 +28,7 @@ import numpy as np
 from vidtrack.errors import InputError
 from vidtrack.types import RLE, TrackingFrame, rle_decode, rle_encode
 
-OPS = ("add_prompt", "clear_prompts", "remove_object", "reset")
+OPS = ("add_prompt", "clear_prompts", "remove_object", "reset", "propagate")
 
 
 def prompt_action(frame: int, object_id: int, *, points: list[list[float]] | None = None,
@@ -42,9 +47,25 @@ def prompt_action(frame: int, object_id: int, *, points: list[list[float]] | Non
             "clear_old_points": bool(clear_old_points)}
 
 
+def propagate_action(direction: str, start: int | None, max_frames: int | None, frames: int) -> dict[str, Any]:
+    return {"op": "propagate", "direction": direction, "start": start, "max_frames": max_frames,
+            "frames": int(frames)}
+
+
 def apply_action(session: Any, action: Mapping[str, Any]) -> TrackingFrame | None:
-    """Apply one action to an interactive session; returns the frame's masks for prompt and clear actions."""
+    """Apply one action to an interactive session; returns the frame's masks for prompt and clear actions.
+    A logged propagation is run again for as many frames as it yielded."""
     op = action.get("op")
+    if op == "propagate":
+        gen = session.propagate(direction=action["direction"], start=action.get("start"),
+                                max_frames=action.get("max_frames"))
+        try:
+            for _ in range(int(action["frames"])):
+                if next(gen, None) is None:
+                    break
+        finally:
+            gen.close()
+        return None
     if op == "add_prompt":
         points = action.get("points")
         labels = action.get("labels")

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from vidtrack.errors import InputError
-from vidtrack.studio.actions import apply_action, prompted_frames, replay
+from vidtrack.studio.actions import apply_action, prompted_frames, propagate_action, replay
 from vidtrack.studio.project import ProjectStore, SessionStore
 from vidtrack.types import TrackingFrame, TrackingResult
 
@@ -69,10 +69,11 @@ def mirror(store: SessionStore, action: Mapping[str, Any], frame: TrackingFrame 
 class LiveSession:
     """One tab's interactive session plus its project folder."""
 
-    def __init__(self, store: SessionStore, session: Any, loader: Any) -> None:
+    def __init__(self, store: SessionStore, session: Any, loader: Any, *, restored: bool = False) -> None:
         self.store = store
         self.session = session
         self.loader = loader
+        self.replay_pending = restored and bool(store.actions)
         self.lock = threading.RLock()
         self.job: PropagationJob | None = None
         self.suggestions: tuple[int, Any] | None = None  # (frame, YOLO detections) of the last request
@@ -88,6 +89,14 @@ class LiveSession:
     def _check_idle(self) -> None:
         if self.busy:
             raise Busy("a propagation is running; cancel it or wait for it to finish")
+
+    def _catch_up(self) -> None:
+        """Before the first change to a restored session: replay its log (prompts and propagations), so the
+        session is the one the work was done in. Until then the page shows the stored frames; reopening is
+        quick, and only continuing the work pays for the replay."""
+        if self.replay_pending:
+            replay(self.session, self.store.actions)
+            self.replay_pending = False
 
     def check_frame(self, frame_idx: int) -> int:
         n = int(self.session.num_frames)
@@ -107,6 +116,7 @@ class LiveSession:
             self.check_frame(int(action["frame"]))
         with self.lock:
             self._check_idle()
+            self._catch_up()
             frame = apply_action(self.session, action)
             self.store.log(dict(action))
             mirror(self.store, action, frame)
@@ -147,6 +157,7 @@ class LiveSession:
             raise InputError("nothing to propagate: click an object first")
         with self.lock:
             self._check_idle()
+            self._catch_up()
             total = self._estimate_total(direction, start)
             if max_frames is not None:
                 total = min(total, max_frames)
@@ -181,6 +192,7 @@ class LiveSession:
             if gen is not None:
                 with self.lock:
                     gen.close()
+                    self.store.log(propagate_action(job.direction, job.start, max_frames, job.done))
             job.finished = time.time()
 
     def cancel(self) -> PropagationJob | None:
@@ -232,7 +244,8 @@ class SessionManager:
             return self._admit(LiveSession(store, session, loader))
 
     def get(self, sid: str) -> LiveSession:
-        """A live session, or a saved one reopened: its prompts replayed, its tracked frames read back."""
+        """A live session, or a saved one reopened: its tracked frames read back, its log replayed before the
+        first change (:meth:`LiveSession._catch_up`)."""
         with self.lock:
             live = self.live.get(sid)
             if live is not None:
@@ -241,8 +254,7 @@ class SessionManager:
             store = self.project.open(sid)
             loader = self.loader(store.record.model)
             session = loader.open_session(store.record.video)
-            replay(session, store.actions)
-            return self._admit(LiveSession(store, session, loader))
+            return self._admit(LiveSession(store, session, loader, restored=True))
 
     def switch_model(self, live: LiveSession, model: str) -> LiveSession:
         """Reopen a session on another tracker: prompts replayed, tracked frames dropped (another model's)."""
@@ -252,6 +264,7 @@ class SessionManager:
             live.store.record.model = model
             live.store.save_record()
             live.store.clear_frames()
+            live.store.set_actions([a for a in live.store.actions if a["op"] != "propagate"])  # another model's
             loader = self.loader(model)
             session = loader.open_session(live.store.record.video)
             for action in live.store.actions:
