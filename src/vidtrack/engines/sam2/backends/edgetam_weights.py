@@ -38,7 +38,7 @@ REPVIT = "repvit_m1"
 
 def edgetam_config(image_size: int = 1024) -> Any:
     """The transformers ``EdgeTamVideoConfig`` of the released model (official ``sam2/configs/edgetam.yaml``) at
-    ``image_size`` (a multiple of 64 from 128 on: the perceiver splits the S/16 memory map into 16x16 windows)."""
+    ``image_size`` (a multiple of 256: the perceiver splits the S/16 memory map into 16x16 windows)."""
     from transformers import EdgeTamVideoConfig, EdgeTamVisionConfig, TimmWrapperConfig
 
     check_edgetam_image_size(image_size)
@@ -64,9 +64,9 @@ def edgetam_config(image_size: int = 1024) -> Any:
 
 
 def check_edgetam_image_size(image_size: int) -> None:
-    if image_size < 128 or image_size % 64:
-        raise WeightsError(f"EdgeTAM's image size must be a multiple of 64 from 128 on (its perceiver cuts the "
-                           f"S/16 memory map into 16x16 windows); got {image_size}")
+    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 256 or image_size % 256:
+        raise WeightsError(f"EdgeTAM's image size must be a multiple of 256 (256, 512, 768, 1024, ...): its "
+                           f"perceiver cuts the S/16 memory map into 16x16 windows; got {image_size!r}")
 
 
 def with_image_size(config: Any, image_size: int) -> Any:
