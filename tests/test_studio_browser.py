@@ -3,7 +3,8 @@
 ``vidtrack studio`` runs in a subprocess on the tiny random SAM 2 model, saved in transformers layout and loaded
 through ``--checkpoint`` (the real loading path), on 12 real frames (DAVIS car-shadow, when ../shared/data is
 present; else two synthetic moving shapes, so the page is never left untested). The test clicks a point, checks
-that a mask is drawn at the clicked place, adds a negative click that shrinks it, propagates, corrects frame 6,
+that a mask is drawn at the clicked place, adds a negative click that shrinks it, drags a box for a second
+object, propagates, corrects frame 6,
 propagates again and exports DAVIS PNGs and an MP4 through the page's download links. Independently, the same
 prompts (the coordinates the page actually sent, read back from the server) go through the session API directly
 on the same checkpoint: every mask the page drew and every downloaded PNG must equal the API's byte for byte;
@@ -91,9 +92,10 @@ def _neighbourhood(mask: np.ndarray, x: float, y: float, r: int = 3) -> np.ndarr
     return mask[max(yi - r, 0): yi + r + 1, max(xi - r, 0): xi + r + 1]
 
 
-def choose_points(loader: Any, video: Path) -> dict[str, tuple[float, float]]:
+def choose_points(loader: Any, video: Path) -> dict[str, Any]:
     """With the API: a positive point inside its own mask, a negative point that shrinks that mask but keeps the
-    positive point covered, and a frame-6 correction point outside the propagated mask."""
+    positive point covered, a box that gives object 2 a mask, and a frame-6 correction point outside object 1's
+    propagated mask."""
     w, h = SIZE
     grid = [(float(x), float(y)) for y in range(24, h - 24, 16) for x in range(24, w - 24, 16)]
     with loader.open_session(str(video)) as s:
@@ -114,12 +116,21 @@ def choose_points(loader: Any, video: Path) -> dict[str, tuple[float, float]]:
                 break
         else:
             raise AssertionError("no negative point shrinks the mask on this checkpoint")
+        boxes = [(x, y, x + bw, y + bh) for bw, bh in ((90, 60), (60, 90), (120, 80))
+                 for x in range(10, w - bw, 40) for y in range(10, h - bh, 30)]
+        for b in boxes:
+            f = s.add_prompt(0, 2, box=np.array(b, np.float32), clear_old_points=True)
+            area = f.mask_for(2).area
+            if 0.01 * w * h < area < 0.5 * w * h:
+                break
+        else:
+            raise AssertionError("no box gives object 2 a mask on this checkpoint")
         list(s.propagate("forward"))
         f6 = s.frame_result(6)
         assert f6 is not None
         m6 = f6.mask_for(1).mask
         r = next(c for c in grid if not _neighbourhood(m6, *c, r=6).any())
-    return {"positive": p, "negative": q, "correction": r}
+    return {"positive": p, "negative": q, "correction": r, "box": b}
 
 
 class Page:
@@ -175,14 +186,29 @@ class Page:
         (chain.context_click() if right else chain.click()).perform()
         self.wait(lambda: self.count("prompts") > before, "the prompt's masks")
 
+    def drag(self, x0: float, y0: float, x1: float, y1: float) -> None:
+        """Drag a box from canvas pixel (x0, y0) to (x1, y1) and wait for the masks."""
+        from selenium.webdriver.common.action_chains import ActionChains
+        from selenium.webdriver.common.by import By
+
+        marks = self.d.find_element(By.ID, "marks")
+        cw, ch = self.js("const r = arguments[0].getBoundingClientRect(); return [r.width, r.height]", marks)
+        sx, sy = cw / SIZE[0], ch / SIZE[1]
+        before = self.count("prompts")
+        (ActionChains(self.d).move_to_element_with_offset(marks, round((x0 + 0.5) * sx - cw / 2),
+                                                          round((y0 + 0.5) * sy - ch / 2))
+         .click_and_hold().move_by_offset(round((x1 - x0) * sx / 2), round((y1 - y0) * sy / 2))
+         .move_by_offset(round((x1 - x0) * sx / 2), round((y1 - y0) * sy / 2)).release().perform())
+        self.wait(lambda: self.count("prompts") > before, "the box's masks")
+
     def overlay(self) -> np.ndarray:
         """The overlay canvas as (H, W, 4) RGBA."""
         data = self.js("const c = document.getElementById('overlay');"
                        "return Array.from(c.getContext('2d').getImageData(0, 0, c.width, c.height).data);")
         return np.asarray(data, dtype=np.uint8).reshape(SIZE[1], SIZE[0], 4)
 
-    def last_points(self, frame: int) -> list[tuple[list[float], int]]:
-        p = self.js("return window.studio.frameData.prompts['1']")
+    def last_points(self, frame: int, object_id: int = 1) -> list[tuple[list[float], int]]:
+        p = self.js(f"return window.studio.frameData.prompts['{object_id}']")
         assert self.js("return window.studio.frameData.frame_idx") == frame
         return list(zip(p["points"], p["labels"], strict=True))
 
@@ -217,7 +243,7 @@ def test_page_click_correct_propagate_export_equals_api(video, api_loader, tiny_
     need(browser, "no chromium browser found (apt install chromium chromium-driver)")
     need(driver, "no chromedriver found (apt install chromium-driver)")
     from test_studio import StudioProcess, studio_args
-    from vidtrack.export.registry import export_result, read_result
+    from vidtrack.export.registry import export_result
 
     artifacts = Path(os.environ.get("VIDTRACK_TEST_ARTIFACTS", tmp_path)) / "studio"
     artifacts.mkdir(parents=True, exist_ok=True)
@@ -251,16 +277,30 @@ def test_page_click_correct_propagate_export_equals_api(video, api_loader, tiny_
         assert seen["negative"][round(py), round(px)][3] == ALPHA
         page.shot("negative-click")
 
-        # 3. propagate forward: progress reaches the end, the timeline shows object 1 on every frame
+        # 3. a second object from a dragged box; then back to object 1 (key "1")
+        page.js("document.getElementById('add-object').click()")
+        page.wait(lambda: page.js("return window.studio.objectId") == 2, "object 2")
+        page.drag(*points["box"])
+        seen["box"] = page.overlay()
+        box_sent = page.js("return window.studio.frameData.prompts['2'].box")
+        assert np.allclose(box_sent, points["box"], atol=1.5), box_sent
+        green = (seen["box"][..., 3] == ALPHA) & (seen["box"][..., 1] > 100) & (seen["box"][..., 0] < 20)
+        assert green.any()  # object 2's colour (DAVIS palette green)
+        page.js("window.dispatchEvent(new KeyboardEvent('keydown', {key: '1'}))")
+        assert page.js("return window.studio.objectId") == 1
+        page.shot("two-objects")
+
+        # 4. propagate forward: progress reaches the end, the timeline shows object 1 on every frame
         page.js("document.getElementById('propagate').click()")
         page.wait(lambda: page.count("propagations") >= 1, "the first propagation")
         assert page.js("return window.studio.job.state") == "done"
         assert page.js("return window.studio.job.done") == 12
         assert "." not in page.js("return window.studio.timeline.rows['1']")
+        assert "." not in page.js("return window.studio.timeline.rows['2']")
         assert page.js("return window.studio.frame") == 11  # the preview followed the propagation
         page.shot("propagated")
 
-        # 4. correct frame 6 (keys to get there) and propagate again
+        # 5. correct frame 6 (keys to get there) and propagate again
         page.key("HOME")
         page.key("ARROW_RIGHT", 6)
         page.wait(lambda: page.js("return window.studio.frame === 6 && window.studio.frameData.frame_idx === 6"),
@@ -278,7 +318,7 @@ def test_page_click_correct_propagate_export_equals_api(video, api_loader, tiny_
                   "frame 6")
         page.shot("corrected")
 
-        # 5. export DAVIS PNGs + MP4 through the page's download links
+        # 6. export DAVIS PNGs + MP4 through the page's download links
         page.js("for (const i of document.querySelectorAll('#formats input')) "
                 "i.checked = ['davis-png', 'overlay-mp4'].includes(i.value);")
         page.js("document.getElementById('export').click()")
@@ -290,11 +330,11 @@ def test_page_click_correct_propagate_export_equals_api(video, api_loader, tiny_
         urls = page.js("return performance.getEntriesByType('resource').map(e => e.name)")
         assert urls and all(u.startswith(server.url) for u in urls), urls
 
-        # 6. a reload reattaches this tab to its session
+        # 7. a reload reattaches this tab to its session
         page.d.refresh()
         page.wait(lambda: page.js("return !!(window.studio && window.studio.ready)"), "page ready after reload")
         assert page.js("return window.studio.session.sid") == sid
-        assert page.js("return window.studio.session.prompted['1']") == [0, 6]
+        assert page.js("return window.studio.session.prompted") == {"1": [0, 6], "2": [0]}
         sent = server.call("GET", f"/api/sessions/{sid}/masks/0")["prompts"]["1"]
         sent6 = server.call("GET", f"/api/sessions/{sid}/masks/6")["prompts"]["1"]
     finally:
@@ -314,13 +354,17 @@ def test_page_click_correct_propagate_export_equals_api(video, api_loader, tiny_
         assert np.array_equal(seen["positive"][..., 3] > 0, painted([(1, f.mask_for(1).mask)]))
         f = s.add_prompt(0, 1, **pts(1, sent))
         assert np.array_equal(seen["negative"][..., 3] > 0, painted([(1, f.mask_for(1).mask)]))
+        f = s.add_prompt(0, 2, box=np.array(box_sent, np.float32), clear_old_points=True)
+        assert np.array_equal(seen["box"][..., 3] > 0, painted([(m.object_id, m.mask) for m in f.masks]))
+        assert f.mask_for(2).area > 0
         list(s.propagate("forward"))
         uncorrected = s.frame_result(6)
         f = s.add_prompt(6, 1, **pts(0, sent6))
-        assert np.array_equal(seen["correction"][..., 3] > 0, painted([(1, f.mask_for(1).mask)]))
+        assert np.array_equal(seen["correction"][..., 3] > 0, painted([(m.object_id, m.mask) for m in f.masks]))
         list(s.propagate("forward"))
         api_out = tmp_path / "api"
-        export_result(s.result(), api_out, ["davis-png", "overlay-mp4"], source=str(video))
+        api_result = s.result()
+        export_result(api_result, api_out, ["davis-png", "overlay-mp4"], source=str(video))
 
     with zipfile.ZipFile(downloads / "davis.zip") as z:
         names = sorted(n for n in z.namelist() if n.endswith(".png"))
@@ -331,25 +375,27 @@ def test_page_click_correct_propagate_export_equals_api(video, api_loader, tiny_
         from PIL import Image
 
         assert np.asarray(Image.open(io.BytesIO(z.read(names[6])))).any()
-    # libx264 does not give the same bytes twice here (two exports of one result in one process differ), and
-    # yuv420p halves the colour resolution of the 1-px outlines, so the MP4s are compared by luma PSNR: every
-    # frame of both files close to render_overlay of the API's masks on the source frame (measured 35-37 dB;
-    # the neighbouring frame's masks give 15-25 dB), page vs API file >= 36 dB RGB (measured 39-45), and the
-    # corrected frame clearly closer to the corrected masks than to the uncorrected ones.
+    # libx264 does not always give the same bytes twice here (two exports of one result in one process can
+    # differ), and H.264 (yuv420p, crf 20) blurs the 1-px outlines and labels, so the MP4s are compared as
+    # pictures: page vs API file >= 36 dB (measured: identical, or 41.7-45 dB when the encoder differs); each
+    # frame close to render_overlay of the API's result on the source frame, luma >= 30 dB (measured 34.8-37.4;
+    # the neighbouring frame's masks give 12.9-18.3); and where the correction changed frame 6's drawing, the
+    # page's frame is nearer the corrected drawing (mean abs error measured 35 vs 65).
     from vidtrack.export.overlay import render_overlay
 
-    result = read_result(api_out / "davis")
     source = decode_video(video)
-    expected = [render_overlay(img, fr) for img, fr in zip(source, result.frames, strict=True)]
+    expected = [render_overlay(img, fr) for img, fr in zip(source, api_result.frames, strict=True)]
     page_video, api_video = decode_video(downloads / "overlay.mp4"), decode_video(api_out / "overlay.mp4")
     assert len(page_video) == len(api_video) == 12
     for i in range(12):
         assert psnr(page_video[i], api_video[i]) > 36, (i, psnr(page_video[i], api_video[i]))
         for name, got in (("page", page_video[i]), ("api", api_video[i])):
-            assert psnr(luma(got), luma(expected[i])) > 32, (name, i, psnr(luma(got), luma(expected[i])))
+            assert psnr(luma(got), luma(expected[i])) > 30, (name, i, psnr(luma(got), luma(expected[i])))
     wrong = render_overlay(source[6], uncorrected)
-    assert not np.array_equal(wrong, expected[6])
-    assert psnr(luma(page_video[6]), luma(expected[6])) > psnr(luma(page_video[6]), luma(wrong)) + 3
+    changed = (wrong != expected[6]).any(axis=-1)
+    assert changed.sum() > 50
+    got6 = page_video[6].astype(np.int64)[changed]
+    assert np.abs(got6 - expected[6][changed]).mean() < np.abs(got6 - wrong[changed]).mean()
 
 
 def luma(rgb: np.ndarray) -> np.ndarray:
