@@ -14,12 +14,13 @@ read fills up to the first frame plus three anchors, older anchors drop out of i
 anchor reads it as RAM, not DRM; the RAM shrinks from 6 to 3 slots and steps back on the stride-5 grid,
 skipping anchors; pointers come from the DRM frames read and the visible frames of the last 15.
 
-The parity test runs vidtrack's ``dam4sam-tiny`` on the same checkpoint, frames and prompt, and compares on
-every frame the mask (mean IoU >= ``BAR``), the DRM frames read, the RAM frames read, the pointer distances and
-the frames added to DRM. Plain SAM 2.1 and SAMURAI on the same inputs must fail the mask comparison.
-Frames are resized with ``resize="transformers"`` (antialiased bilinear, uint8), the closest of vidtrack's
-two to the tracker's own (torchvision's antialiased bilinear on float pixels): the remaining difference, up to
-one grey level, is what keeps the IoU below 1 (docs/POLICIES.md).
+The parity tests run vidtrack's ``dam4sam-tiny`` on the same checkpoint, frames and prompt, and compare on
+every frame the mask (mean IoU), the DRM frames read, the RAM frames read, the pointer distances and the frames
+added to DRM. Two goldens of the same run: ``dam4sam_car-shadow`` on frames resized once to the model's
+256 x 256, so that neither side resizes them (bar ``BAR``: what remains is the algorithm), and
+``dam4sam_car-shadow_native`` on the video's 854 x 480 frames, where the tracker resizes float pixels with
+torchvision and vidtrack uint8 pixels (``resize="transformers"``, the closer of its two): up to one grey level
+apart, hence ``BAR_NATIVE``. Plain SAM 2.1 and SAMURAI on the same inputs must fail even the looser bar.
 
 The 1024 px golden (the released hiera-tiny shape; about 4 minutes on one CPU thread) runs only with
 ``VIDTRACK_GOLDEN_1024=1``.
@@ -37,9 +38,11 @@ from golden import support  # tests/golden (tests/ is on sys.path)
 
 os.environ.setdefault("OMP_NUM_THREADS", "1")
 
-NAME = "dam4sam_car-shadow"
+NAME = "dam4sam_car-shadow"  # frames at the model's size: neither side resizes them
+NAME_NATIVE = "dam4sam_car-shadow_native"  # the video's 854 x 480 frames, each side resizing its own way
 NAME_1024 = "dam4sam_car-shadow_1024"
-BAR = 0.99
+BAR = 0.999  # measured 0.999997 (docs/POLICIES.md); with the pointer window fixed at 16 instead: 0.99795
+BAR_NATIVE = 0.99  # measured 0.9917: the two resizers differ by up to one grey level
 
 
 def build_checkpoint(name: str, folder: Any) -> Any:
@@ -62,7 +65,19 @@ def build_checkpoint(name: str, folder: Any) -> Any:
     return path
 
 
-def run(model: str, checkpoint: Any, name: str) -> dict[str, Any]:
+def frames_of(name: str, folder: Any) -> Any:
+    """The golden's frames: the sequence's JPEGs, or those resized to the model's size (checked by digest)."""
+    clip = support.golden(name)["clip"]
+    frames = support.DATA / "davis2016" / "JPEGImages" / "480p" / clip["sequence"]
+    if clip.get("frame_size") is None:
+        return frames
+    digest = support.load_module("dam4sam_checkpoint").frames_at(frames, clip["num_frames"], clip["frame_size"],
+                                                                 folder / "frames")
+    assert digest == clip["frames_digest"], "Pillow resized the frames differently from the golden's run"
+    return folder / "frames"
+
+
+def run(model: str, checkpoint: Any, name: str, frames: Any) -> dict[str, Any]:
     """vidtrack streaming run: per frame the mask and, for DAM4SAM, what its reads hold (DRM = conditioning
     slot, RAM = the others, pointer distances) and which frames it filed as anchors, recorded by wrapping the
     policy instance's production hooks."""
@@ -70,7 +85,6 @@ def run(model: str, checkpoint: Any, name: str) -> dict[str, Any]:
 
     g = support.golden(name)
     clip = g["clip"]
-    frames = support.DATA / "davis2016" / "JPEGImages" / "480p" / clip["sequence"]
     prompts = [Prompt.from_box(0, 1, clip["prompt"]["box_xyxy"], fmt="xyxy")]
     cfg = TrackingConfig(device="cpu", dtype="float32", checkpoint_path=str(checkpoint), resize="transformers")
     loader = create_tracking_loader(model, cfg).load()
@@ -124,14 +138,18 @@ def test_golden_has_teeth() -> None:
 
 @pytest.fixture(scope="module")
 def runs(tmp_path_factory: pytest.TempPathFactory) -> dict[str, dict[str, Any]]:
-    checkpoint = build_checkpoint(NAME, tmp_path_factory.mktemp("golden-dam4sam"))
-    return {m: run(m, checkpoint, NAME) for m in ("dam4sam-tiny", "sam2.1-tiny", "samurai-tiny")}
+    tmp = tmp_path_factory.mktemp("golden-dam4sam")
+    checkpoint = build_checkpoint(NAME, tmp)
+    frames = frames_of(NAME, tmp)
+    out = {m: run(m, checkpoint, NAME, frames) for m in ("dam4sam-tiny", "sam2.1-tiny", "samurai-tiny")}
+    out["native"] = run("dam4sam-tiny", checkpoint, NAME_NATIVE, frames_of(NAME_NATIVE, tmp))
+    return out
 
 
-def check_parity(g: dict[str, Any], ours: dict[str, Any]) -> None:
+def check_parity(g: dict[str, Any], ours: dict[str, Any], bar: float) -> None:
     ious = support.mask_ious(g, ours["masks"])
     tracked = [f for f in g["frames"] if "ram_read" in f]
-    assert ious.mean() >= BAR, f"mean IoU {ious.mean():.6f}, min {ious.min():.6f} at frame {int(ious.argmin())}"
+    assert ious.mean() >= bar, f"mean IoU {ious.mean():.6f}, min {ious.min():.6f} at frame {int(ious.argmin())}"
     assert ours["added"] == added(g)
     assert ours["drm"] == {f["frame"]: f["drm_read"] for f in tracked}
     assert ours["ram"] == {f["frame"]: sorted(f["ram_read"]) for f in tracked}
@@ -139,18 +157,24 @@ def check_parity(g: dict[str, Any], ours: dict[str, Any]) -> None:
 
 
 def test_dam4sam_matches_official_golden(runs: dict[str, dict[str, Any]]) -> None:
-    check_parity(support.golden(NAME), runs["dam4sam-tiny"])
+    check_parity(support.golden(NAME), runs["dam4sam-tiny"], BAR)
+
+
+def test_dam4sam_matches_official_golden_on_video_resolution_frames(runs: dict[str, dict[str, Any]]) -> None:
+    assert support.golden(NAME_NATIVE)["checkpoint"] == support.golden(NAME)["checkpoint"]
+    check_parity(support.golden(NAME_NATIVE), runs["native"], BAR_NATIVE)
 
 
 @pytest.mark.parametrize("model", ["sam2.1-tiny", "samurai-tiny"])
 def test_other_policies_fail_dam4sam_golden(runs: dict[str, dict[str, Any]], model: str) -> None:
     ious = support.mask_ious(support.golden(NAME), runs[model]["masks"])
-    assert ious.mean() < BAR, f"{model} passes the DAM4SAM golden (mean IoU {ious.mean():.5f})"
+    assert ious.mean() < BAR_NATIVE, f"{model} passes the DAM4SAM golden (mean IoU {ious.mean():.5f})"
 
 
 @pytest.mark.skipif(os.environ.get("VIDTRACK_GOLDEN_1024") != "1",
-                    reason="1024 px hand-run size (~4 min on one thread): set VIDTRACK_GOLDEN_1024=1")
+                    reason="1024 px hand-run size (~20 min on one thread): set VIDTRACK_GOLDEN_1024=1")
 def test_dam4sam_matches_official_golden_1024(tmp_path: Any) -> None:
     if not (support.GOLDEN / f"{NAME_1024}.json").is_file():
         pytest.skip("no 1024 px golden recorded")
-    check_parity(support.golden(NAME_1024), run("dam4sam-tiny", build_checkpoint(NAME_1024, tmp_path), NAME_1024))
+    ours = run("dam4sam-tiny", build_checkpoint(NAME_1024, tmp_path), NAME_1024, frames_of(NAME_1024, tmp_path))
+    check_parity(support.golden(NAME_1024), ours, BAR_NATIVE)

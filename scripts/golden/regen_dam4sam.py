@@ -11,10 +11,10 @@ so its ``sam2`` shadows the installed ``sam2==1.1.0`` (which builds the checkpoi
     python scripts/golden/regen_dam4sam.py --checkout ... --pythonpath ... --golden 1024   # hand-run size
 
 What a golden holds: the clip (sequence, frame count, box prompt = the ground-truth mask's bounding box on
-frame 0), the checkpoint recipe (architecture, seed, IoU bias; tests/golden/dam4sam_checkpoint.py) and the
-digest of its state dict, the official commit and the exact command, and per frame the official output mask
-(COCO RLE), predicted IoUs, object logit, the DRM and RAM frames read, the object pointers' distances and
-whether the frame became a DRM anchor (see run_official_dam4sam.py).
+frame 0; frames optionally resized once to the model's size), the checkpoint recipe (architecture, seed, IoU
+bias; tests/golden/dam4sam_checkpoint.py) and the digest of its state dict, the official commit and the exact
+command, and per frame the official output mask (COCO RLE), predicted IoUs, object logit, the DRM and RAM
+frames read, the object pointers' distances and whether the frame became a DRM anchor (run_official_dam4sam.py).
 """
 
 from __future__ import annotations
@@ -39,20 +39,31 @@ import dam4sam_checkpoint as recipe  # noqa: E402
 from regen import commit_of  # noqa: E402  (scripts/golden/regen.py, beside this file)
 
 GOLDENS: dict[str, dict[str, Any]] = {
-    # 256 px small architecture, the test suite's (tests/test_golden_dam4sam.py)
-    "small": {"name": "dam4sam_car-shadow", "sequence": "car-shadow", "num_frames": 40,
+    # 256 px small architecture, the test suite's (tests/test_golden_dam4sam.py). Frames resized once to the
+    # model's 256 x 256 (tests/golden/dam4sam_checkpoint.py::frames_at), so neither side resizes them: what is
+    # compared is the algorithm (the distractor test then runs at 256 x 256)
+    "small": {"name": "dam4sam_car-shadow", "sequence": "car-shadow", "num_frames": 40, "frame_size": 256,
               "checkpoint": {"architecture_name": "small", "seed": 6, "iou_bias": 1.5}},
-    # the released hiera-tiny shape at 1024 px (the issue's hand-run size; opt-in test)
-    "1024": {"name": "dam4sam_car-shadow_1024", "sequence": "car-shadow", "num_frames": 40,
+    # the same on the video's own 854 x 480 frames: each side resizes them its own way (the distractor test at
+    # 854 x 480)
+    "small-native": {"name": "dam4sam_car-shadow_native", "sequence": "car-shadow", "num_frames": 40,
+                     "frame_size": None, "checkpoint": {"architecture_name": "small", "seed": 6, "iou_bias": 1.5}},
+    # the released hiera-tiny shape at 1024 px, native frames (the issue's hand-run size; opt-in test)
+    "1024": {"name": "dam4sam_car-shadow_1024", "sequence": "car-shadow", "num_frames": 40, "frame_size": None,
              "checkpoint": {"architecture_name": "hiera-tiny-1024", "seed": 5, "iou_bias": 1.5}},
 }
 
 
-def gt_box(mask_png: Path) -> list[float]:
-    """The bounding box (x0, y0, x1, y1), pixel corners, of a ground-truth mask."""
+def gt_box(mask_png: Path, size: int | None) -> list[float]:
+    """The bounding box (x0, y0, x1, y1), pixel corners, of a ground-truth mask; scaled to ``size`` x ``size``
+    frames when given (rounded to 1/10 pixel)."""
     m = np.asarray(Image.open(mask_png)) > 0
     ys, xs = np.nonzero(m)
-    return [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+    box = [float(xs.min()), float(ys.min()), float(xs.max() + 1), float(ys.max() + 1)]
+    if size is None:
+        return box
+    h, w = m.shape
+    return [round(v * size / (w if i % 2 == 0 else h), 1) for i, v in enumerate(box)]
 
 
 def regen(spec: dict[str, Any], checkout: Path, data: Path, out_dir: Path, pythonpath: list[str]) -> Path:
@@ -62,8 +73,12 @@ def regen(spec: dict[str, Any], checkout: Path, data: Path, out_dir: Path, pytho
     seq = spec["sequence"]
     frames = data / "davis2016" / "JPEGImages" / "480p" / seq
     mask = data / "davis2016" / "Annotations" / "480p" / seq / "00000.png"
-    box = gt_box(mask)
+    box = gt_box(mask, spec["frame_size"])
     with tempfile.TemporaryDirectory() as tmp:
+        digest = None
+        if spec["frame_size"] is not None:
+            digest = recipe.frames_at(frames, spec["num_frames"], spec["frame_size"], Path(tmp) / "frames")
+            frames = Path(tmp) / "frames"
         pt = recipe.CK.save(sd, Path(tmp) / "golden.pt")
         out = Path(tmp) / "out.json"
         cmd = [sys.executable, str(ROOT / "scripts" / "golden" / "run_official_dam4sam.py"), "--checkpoint",
@@ -82,6 +97,7 @@ def regen(spec: dict[str, Any], checkout: Path, data: Path, out_dir: Path, pytho
                      "command": shlex.join([Path(sys.executable).name, *sys.argv]),
                      "device": "cpu", "dtype": "float32", "fill_hole_area": 0, "input_image_size": arch.image_size},
         "clip": {"dataset": "davis2016", "sequence": seq, "num_frames": spec["num_frames"],
+                 "frame_size": spec["frame_size"], "frames_digest": digest,
                  "prompt": {"frame": 0, "obj_id": 1, "box_xyxy": box,
                             "from": f"bounding box of davis2016/Annotations/480p/{seq}/00000.png"}},
         "checkpoint": {"architecture": arch.name, "overrides": arch.overrides(), "recipe": ck,

@@ -179,7 +179,8 @@ def main() -> None:
     ap.add_argument("--out", required=True, type=Path)
     args = ap.parse_args()
     torch.set_grad_enabled(False)
-    frames = sorted(p for p in args.frames.iterdir() if p.suffix.lower() in (".jpg", ".jpeg"))[: args.num_frames]
+    images = (".jpg", ".jpeg", ".png")
+    frames = sorted(p for p in args.frames.iterdir() if p.suffix.lower() in images)[: args.num_frames]
     mod = load_tracker_module()
     tracker = build_tracker(mod, args.checkpoint, args.override)
     assert tracker.predictor.image_size == args.image_size, (tracker.predictor.image_size, args.image_size)

@@ -6,15 +6,18 @@ reliability threshold, so no frame would ever become a DRM anchor. Shifting the 
 chosen IoU at about 0.85 (the other two stay below it: the argmax is unchanged), the mask area is stable within
 +-20 %, and the non-chosen candidates spill far outside the chosen mask: every frame that the 5-frame gap allows
 becomes an anchor (2, 8, 14, ... on the 256 px golden), so the DRM fills up, old anchors fall out of the read,
-and the RAM shrinks from 6 to 3 slots. Loaded by path, like ``checkpoint.py``.
+and the RAM shrinks from 6 to 3 slots. Loaded by path, like ``checkpoint.py``; also makes the golden's frames
+(:func:`frames_at`).
 """
 
 from __future__ import annotations
 
+import hashlib
 import importlib.util
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import torch
 
 IOU_BIAS_KEY = "sam_mask_decoder.iou_prediction_head.layers.2.bias"
@@ -42,3 +45,21 @@ def state_dict(architecture_name: str, seed: int, iou_bias: float, constants: di
     sd = CK.golden_state_dict(seed=seed, iou_gain=1.0, arch=architecture(architecture_name), constants=constants)
     sd[IOU_BIAS_KEY] = sd[IOU_BIAS_KEY] + iou_bias
     return sd
+
+
+def frames_at(src: Path, num_frames: int, size: int, dst: Path) -> str:
+    """The first ``num_frames`` JPEGs of ``src`` resized once to ``size`` x ``size`` (Pillow bilinear) and written
+    as PNG to ``dst``; returns the digest of their pixels.
+
+    Why: the official tracker resizes float pixels with torchvision, vidtrack resizes uint8 pixels (or with
+    Pillow, as Meta's loader): up to one grey level apart, which alone keeps the IoU near 0.99. Frames already at
+    the model's size are not resized by either, so what remains to compare is the algorithm."""
+    from PIL import Image
+
+    dst.mkdir(parents=True, exist_ok=True)
+    h = hashlib.sha256()
+    for p in sorted(q for q in src.iterdir() if q.suffix.lower() in (".jpg", ".jpeg"))[:num_frames]:
+        img = Image.open(p).convert("RGB").resize((size, size), Image.Resampling.BILINEAR)
+        h.update(np.asarray(img).tobytes())
+        img.save(dst / f"{p.stem}.png")
+    return h.hexdigest()
