@@ -28,6 +28,7 @@ import numpy as np
 import pytest
 
 from conftest import error_line, moving_shapes, write_video
+from vidtrack.studio.wire import mask_runs
 
 pytest.importorskip("fastapi", reason="the studio needs vidtrack[studio] (fastapi, uvicorn)")
 pytest.importorskip("uvicorn", reason="the studio needs vidtrack[studio] (fastapi, uvicorn)")
@@ -36,10 +37,11 @@ pytest.importorskip("uvicorn", reason="the studio needs vidtrack[studio] (fastap
 class StudioProcess:
     """``vidtrack studio ...`` in a subprocess on a free port; ``stop()`` sends SIGINT (Ctrl-C)."""
 
-    def __init__(self, args: list[str], *, timeout: float = 180.0) -> None:
-        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1"}
+    def __init__(self, args: list[str], *, timeout: float = 180.0, cwd: Path | None = None,
+                 env: dict[str, str] | None = None) -> None:
+        env = {**os.environ, "OMP_NUM_THREADS": "1", "HF_HUB_OFFLINE": "1", "PYTHONUNBUFFERED": "1", **(env or {})}
         self.proc = subprocess.Popen([sys.executable, "-m", "vidtrack.cli", "studio", *args, "--port", "0"],
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env)
+                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True, env=env, cwd=cwd)
         self.stderr: list[str] = []
         threading.Thread(target=self._drain_stderr, daemon=True).start()
         deadline = time.monotonic() + timeout
@@ -263,3 +265,46 @@ def test_mask_runs_are_coco_uncompressed_counts():
         rle = mask_utils.frPyObjects({"size": list(mask.shape), "counts": runs}, *mask.shape)
         assert (mask_utils.decode(rle).astype(bool) == mask).all()
         assert sum(runs) == mask.size
+
+
+def test_yolo_suggestions_become_mask_prompts(tiny_checkpoint_dir, tmp_path):
+    """--yolo: the detector's masks come back as suggestions; using one is the API's mask prompt."""
+    pytest.importorskip("ultralytics", reason="YOLO suggestions need vidtrack[yolo]")
+    import torch
+
+    from test_yolo_backend import force_masks, scene
+    from vidtrack.api import create_tracking_loader
+    from vidtrack.cli_options import TrackerOptions
+    from vidtrack.engines.yolo.runtime import import_ultralytics
+
+    config_dir = tmp_path / "yolo-config"
+    config_dir.mkdir()
+    os.environ.setdefault("YOLO_CONFIG_DIR", str(config_dir))
+    torch.manual_seed(0)
+    weights = tmp_path / "random-seg.pt"
+    force_masks(import_ultralytics().YOLO("yolo11n-seg.yaml")).save(str(weights))
+    video = write_video(tmp_path / "scene.mp4", [scene(96, 160, seed=3)] * 4)
+    server = StudioProcess(studio_args(video, tmp_path / "project", tiny_checkpoint_dir, "--yolo", str(weights),
+                                       "--yolo-conf", "0"), cwd=tmp_path, env={"YOLO_CONFIG_DIR": str(config_dir)})
+    try:
+        assert server.call("GET", "/api/info")["yolo"] is True
+        sid = server.call("POST", "/api/sessions", {})["sid"]
+        err = server.call("POST", f"/api/sessions/{sid}/suggestions/use", {"frame": 0, "index": 0, "object_id": 1},
+                          expect=400)["error"]
+        assert "ask for them first" in err
+        found = server.call("POST", f"/api/sessions/{sid}/suggestions", {"frame": 0})["suggestions"]
+        assert found and all(s["area"] > 0 and s["runs"] for s in found)
+        used = server.call("POST", f"/api/sessions/{sid}/suggestions/use", {"frame": 0, "index": 0, "object_id": 1})
+        assert server.call("GET", f"/api/sessions/{sid}/masks/0")["prompts"]["1"]["mask"] is True
+    finally:
+        server.stop()
+
+    from pycocotools import mask as mask_utils
+
+    det = mask_utils.decode(mask_utils.frPyObjects({"size": [96, 160], "counts": found[0]["runs"]}, 96, 160))
+    options = TrackerOptions(device="cpu", threads=1)
+    loader = create_tracking_loader("sam2.1-tiny", options.config("sam2.1-tiny",
+                                                                  checkpoint_path=str(tiny_checkpoint_dir))).load()
+    with loader.open_session(str(video)) as s:
+        f = s.add_prompt(0, 1, mask=det.astype(bool))
+    assert [(m["object_id"], m["runs"]) for m in used["masks"]] == [(1, mask_runs(f.mask_for(1).mask))]

@@ -97,6 +97,7 @@ def studio(
     cache_dir: Annotated[str | None, typer.Option(help="Hugging Face cache folder")] = None,
     yolo: Annotated[Path | None, typer.Option(help="YOLO11-seg weights file: its detections become clickable "
                                                    "suggestions")] = None,
+    yolo_conf: Annotated[float, typer.Option(help="confidence a YOLO detection needs to be suggested")] = 0.25,
     allow: Annotated[list[Path] | None, typer.Option(help="with --host: another folder whose files the page may "
                                                           "open (repeatable)")] = None,
     max_sessions: Annotated[int, typer.Option(help="sessions kept open in memory (one per browser tab); older "
@@ -130,6 +131,8 @@ def studio(
                          "transformers folder")
     if yolo is not None and not yolo.is_file():
         raise InputError(f"--yolo {yolo} not found; give a YOLO11-seg .pt weights file")
+    if not 0.0 <= yolo_conf <= 1.0:
+        raise InputError(f"--yolo-conf must be in [0, 1]; got {yolo_conf}")
     for folder in allow or []:
         if not folder.is_dir():
             raise InputError(f"--allow {folder} is not a folder")
@@ -141,14 +144,14 @@ def studio(
     sock = bind_socket(host, port)
     try:
         _serve(sock, host, shared, guard, video_path, project_dir, name, models, checkpoint, cache_dir, yolo,
-               max_sessions, tracker, PROGRESS)
+               yolo_conf, max_sessions, tracker, PROGRESS)
     finally:
         sock.close()
 
 
 def _serve(sock: socket.socket, host: str, shared: bool, guard: Any, video: str | None, project: Path,
            model: str, models: list[str], checkpoint: str | None, cache_dir: str | None, yolo: Path | None,
-           max_sessions: int, tracker: TrackerOptions, progress: Any) -> None:
+           yolo_conf: float, max_sessions: int, tracker: TrackerOptions, progress: Any) -> None:
     import uvicorn
 
     from vidtrack.api import create_tracking_loader
@@ -160,18 +163,24 @@ def _serve(sock: socket.socket, host: str, shared: bool, guard: Any, video: str 
         return create_tracking_loader(name, config).load()
 
     def make_detector() -> Any:
-        config = TrackingConfig(device=tracker.device, checkpoint_path=str(yolo))
+        """YOLO11-seg for suggestions: every detection at or above --yolo-conf (no tracking thresholds)."""
+        config = TrackingConfig(device=tracker.device, checkpoint_path=str(yolo),
+                                policy_options={"conf": yolo_conf, "low_conf": yolo_conf})
         return create_tracking_loader("yolo11n-seg", config).load()
 
     progress.where = f"while loading {model}"
     first = make_loader(model)  # a bad checkpoint fails here, before the server starts
+    detector = None
+    if yolo is not None:
+        progress.where = f"while loading {yolo}"
+        detector = make_detector()
     loaders = {model: first}
 
     def cached_loader(name: str) -> Any:
         return loaders.pop(name) if name in loaders else make_loader(name)
 
     config = StudioConfig(project=project, make_loader=cached_loader, models=models, default_model=model,
-                          video=video, guard=guard, make_detector=make_detector if yolo else None,
+                          video=video, guard=guard, make_detector=(lambda: detector) if detector is not None else None,
                           checkpoint=checkpoint, max_live=max_sessions)
     app = create_app(config)
     bound_host, bound_port = sock.getsockname()[:2]
