@@ -60,6 +60,11 @@ def _build_model(case: BenchCase) -> Any:
     from vidtrack.engines.sam2.weights import random_sam2_model, sam2_config, tiny_test_config, with_image_size
 
     image_size = case.tracker.image_size
+    if resolve_model(case.model).backend == "edgetam":  # one architecture: the released one, at the input size
+        from vidtrack.engines.sam2.backends.edgetam_weights import edgetam_config, random_edgetam_model
+
+        size = image_size or (256 if case.arch == "test" else 1024)
+        return random_edgetam_model(edgetam_config(size), seed=case.seed, object_bias=case.object_bias)
     if case.arch == "test":
         cfg = tiny_test_config(image_size or 128)
     else:
