@@ -308,3 +308,54 @@ def test_yolo_suggestions_become_mask_prompts(tiny_checkpoint_dir, tmp_path):
     with loader.open_session(str(video)) as s:
         f = s.add_prompt(0, 1, mask=det.astype(bool))
     assert [(m["object_id"], m["runs"]) for m in used["masks"]] == [(1, mask_runs(f.mask_for(1).mask))]
+
+
+def test_cancel_busy_upload_and_tracker_switch(tiny_checkpoint_dir, tmp_path):
+    """A running propagation refuses clicks (409) and stops on cancel with fewer frames, logged as far as it went;
+    an uploaded video lands in the project's uploads/ and opens; a session moves to another tracker."""
+    video = write_video(tmp_path / "long.mp4", moving_shapes(150, 96, 160))
+    server = StudioProcess(studio_args(video, tmp_path / "project", tiny_checkpoint_dir))
+    try:
+        sid = server.call("POST", "/api/sessions", {})["sid"]
+        server.call("POST", f"/api/sessions/{sid}/prompts", {"frame": 0, "object_id": 1, "points": [[30, 38]],
+                                                              "labels": [1]})
+        assert server.call("POST", f"/api/sessions/{sid}/propagate", {})["total"] == 150
+        err = server.call("POST", f"/api/sessions/{sid}/prompts", {"frame": 3, "object_id": 1,
+                                                                    "points": [[30, 38]], "labels": [1]},
+                          expect=409)["error"]
+        assert "propagation is running" in err
+        job = server.call("POST", f"/api/sessions/{sid}/cancel")
+        assert job["state"] == "cancelled" and 0 < job["done"] < 150, job
+        log = json.loads((tmp_path / "project" / "sessions" / sid / "actions.json").read_text())
+        assert log[-1] == {"op": "propagate", "direction": "forward", "start": None, "max_frames": None,
+                           "frames": job["done"]}
+        rows = server.call("GET", f"/api/sessions/{sid}/timeline")["rows"]["1"]
+        assert rows[: job["done"]].count(".") == 0 and set(rows[job["done"]:]) == {"."}
+        assert server.call("POST", f"/api/sessions/{sid}/propagate", {"start": job["done"]})["state"] == "running"
+        assert server.wait_job(sid)["state"] == "done"
+        assert "." not in server.call("GET", f"/api/sessions/{sid}/timeline")["rows"]["1"]
+
+        clip = write_video(tmp_path / "my clip.mp4", moving_shapes(5, 96, 160))
+        boundary = "vidtrack-test-boundary"
+        body = (f"--{boundary}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"../{clip.name}\"\r\n"
+                "Content-Type: video/mp4\r\n\r\n").encode() + clip.read_bytes() + f"\r\n--{boundary}--\r\n".encode()
+        req = urllib.request.Request(server.url + "/api/upload", data=body, method="POST",
+                                     headers={"Content-Type": f"multipart/form-data; boundary={boundary}"})
+        with urllib.request.urlopen(req, timeout=60) as r:
+            saved = Path(json.loads(r.read())["path"])
+        assert saved.parent == (tmp_path / "project" / "uploads").resolve() and saved.name.endswith("my_clip.mp4")
+        assert saved.read_bytes() == clip.read_bytes()
+        assert server.call("POST", "/api/sessions", {"video": str(saved)})["num_frames"] == 5
+
+        # another tracker for the first session: prompts replayed, the other model's frames and propagations gone
+        switched = server.call("POST", f"/api/sessions/{sid}/tracker", {"model": "samurai-tiny"})
+        assert switched["model"] == "samurai-tiny" and switched["prompted"] == {"1": [0]}
+        assert server.call("GET", f"/api/sessions/{sid}/timeline")["rows"]["1"] == "v" + "." * 149
+        log = json.loads((tmp_path / "project" / "sessions" / sid / "actions.json").read_text())
+        assert [a["op"] for a in log] == ["add_prompt"]
+        assert server.call("POST", f"/api/sessions/{sid}/propagate", {"max_frames": 20})["total"] == 21
+        assert server.wait_job(sid)["done"] == 21  # Meta's max_frame_num_to_track: start frame + 20
+        err = server.call("POST", f"/api/sessions/{sid}/tracker", {"model": "bogus"}, expect=400)["error"]
+        assert "unknown tracker" in err
+    finally:
+        server.stop()

@@ -159,8 +159,8 @@ class LiveSession:
             self._check_idle()
             self._catch_up()
             total = self._estimate_total(direction, start)
-            if max_frames is not None:
-                total = min(total, max_frames)
+            if max_frames is not None:  # Meta's max_frame_num_to_track: the start frame plus max_frames more
+                total = min(total, max_frames + 1)
             job = PropagationJob(direction, start, total)
             self.job = job
         job.thread = threading.Thread(target=self._run, args=(job, max_frames), name=f"propagate-{self.sid}",
