@@ -82,6 +82,34 @@ def _edgetam_specs() -> tuple[dict[str, ModelSpec], dict[str, str]]:
     return specs, aliases
 
 
+SAM3_HUB_ID = "facebook/sam3"
+"""SAM 3 on the Hub (gated: users request access); ``Sam3TrackerVideoModel`` reads its tracker and ViT."""
+SAM3_TRACKER_PARAMS_M = 465.8
+"""ViT-L/14 perception encoder (454.0 M) + the tracker's neck, memory and SAM heads (11.7 M)."""
+
+
+def _sam3_tracker_specs() -> tuple[dict[str, ModelSpec], dict[str, str]]:
+    """The SAM 3 tracker (one size) under every memory policy: ``sam3-tracker``, ``samurai-sam3-tracker``,
+    ``sam2long-sam3-tracker``, ``dam4sam-sam3-tracker``; the policy defaults are those of the large SAM 2.1
+    models (SAM 3 is the largest tracker)."""
+    specs: dict[str, ModelSpec] = {}
+    aliases: dict[str, str] = {}
+    for family in ("sam2", "samurai", "sam2long", "dam4sam"):
+        base = _sam2_spec(family, "large")
+        name = "sam3-tracker" if family == "sam2" else f"{family}-sam3-tracker"
+        specs[name] = ModelSpec(name, family, "sam3-tracker", SAM3_HUB_ID, SAM3_TRACKER_PARAMS_M,
+                                base.policy_options, backend="sam3-tracker")
+        for word in ("sam3", "sam3tracker", "sam3_tracker", "sam-3-tracker"):
+            if family == "sam2":
+                aliases[word] = name
+            else:
+                aliases[f"{family}-{word}"] = name
+                aliases[f"{family}_{word}"] = name
+    aliases.update({"sam3.pt": "sam3-tracker", SAM3_HUB_ID: "sam3-tracker", "sam2-long-sam3-tracker":
+                    "sam2long-sam3-tracker"})
+    return specs, aliases
+
+
 def _build_catalogue() -> tuple[dict[str, ModelSpec], dict[str, str]]:
     specs: dict[str, ModelSpec] = {}
     aliases: dict[str, str] = {}
@@ -135,7 +163,7 @@ def _build_catalogue() -> tuple[dict[str, ModelSpec], dict[str, str]]:
 
 
 CATALOGUE, ALIASES = _build_catalogue()
-for _specs, _aliases in (_edgetam_specs(),):
+for _specs, _aliases in (_edgetam_specs(), _sam3_tracker_specs()):
     CATALOGUE.update(_specs)
     ALIASES.update(_aliases)
 

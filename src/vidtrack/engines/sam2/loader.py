@@ -58,6 +58,18 @@ def _load_edgetam(config: TrackingConfig, hub_id: str, device: torch.device, dty
                               download=config.download, device=device, dtype=dtype, image_size=config.image_size)
 
 
+def _load_sam3_tracker(config: TrackingConfig, hub_id: str, device: torch.device, dtype: torch.dtype) -> Any:
+    """SAM 3 tracker weights for the SAM 3 catalogue entries (engines/sam2/backends/sam3_tracker_weights.py)."""
+    from vidtrack.engines.sam2.backends.sam3_tracker_weights import load_sam3_tracker_model
+
+    if config.model_config is not None:
+        raise InputError("a model config (yaml) applies to SAM 2.1 .pt checkpoints only; the SAM 3 tracker's "
+                         "architecture is read from its weights: drop --model-config")
+    return load_sam3_tracker_model(hub_id=hub_id, checkpoint_path=config.checkpoint_path,
+                                   cache_dir=config.cache_dir, download=config.download, device=device,
+                                   dtype=dtype, image_size=config.image_size)
+
+
 class LiveTracker:
     """Push frames one by one and add prompts at any time (cameras, custom pipelines).
 
@@ -127,6 +139,8 @@ class Sam2Loader(TrackingModelLoader):
             apply_cpu_threads(self.config.threads)
         if model is None and self.spec.backend == "edgetam":
             model = _load_edgetam(self.config, self.spec.hub_id, self.device, self.dtype)
+        elif model is None and self.spec.backend == "sam3-tracker":
+            model = _load_sam3_tracker(self.config, self.spec.hub_id, self.device, self.dtype)
         elif model is None:
             model = load_sam2_model(
                 size=self.spec.size,
