@@ -12,8 +12,6 @@ from __future__ import annotations
 
 import importlib.util
 import json
-import subprocess
-import sys
 from pathlib import Path
 from typing import Any
 
@@ -22,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import moving_shapes, shape_masks, shared_data
+from conftest import moving_shapes, run_cli, shape_masks, shared_data
 from vidtrack import Prompt, TrackingConfig, create_tracking_loader
 from vidtrack.errors import WeightsError
 
@@ -263,30 +261,48 @@ def test_interactive_session_on_edgetam(model: Any) -> None:
         session.close()
 
 
-def test_cli_tracks_and_exports_with_edgetam(checkpoint: Path, tmp_path: Path) -> None:
-    """``vidtrack track --model samurai-edgetam --checkpoint edgetam.pt`` (the official file, converted) writes
-    the DAVIS PNGs and RLE JSON like SAM 2.1; its PNG masks equal its JSON masks."""
-    folder = tmp_path / "frames"
-    folder.mkdir()
-    for i, f in enumerate(moving_shapes(5)):
-        Image.fromarray(f).save(folder / f"{i:05d}.jpg", quality=95)
-    box, _ = shape_masks()
+def test_cli_tracks_exports_and_evaluates_with_edgetam(checkpoint: Path, model: Any, tmp_path: Path,
+                                                      capsys: pytest.CaptureFixture[str]) -> None:
+    """``vidtrack track --model samurai-edgetam --checkpoint edgetam.pt`` (the official file, converted by our
+    code) writes DAVIS PNGs equal to the API's masks for the same prompt; ``vidtrack eval --model edgetam`` runs
+    and scores a DAVIS-layout dataset, its predictions equal to the API's too."""
+    from vidtrack.eval.io import read_label_png, write_label_png
+
+    frames = moving_shapes(5)
+    box, disc = shape_masks()
+    data = tmp_path / "davis"
+    for d in ("JPEGImages", "Annotations"):
+        (data / d / "480p" / "s1").mkdir(parents=True)
+    for t, f in enumerate(frames):
+        Image.fromarray(f).save(data / "JPEGImages" / "480p" / "s1" / f"{t:05d}.jpg", quality=95)
+        lab = np.zeros(box.shape, np.uint8)
+        if t == 0:
+            lab[box], lab[disc] = 1, 2
+        write_label_png(data / "Annotations" / "480p" / "s1" / f"{t:05d}.png", lab)
+    common = ["--checkpoint", str(checkpoint), "--image-size", str(SIZE), "--device", "cpu", "--threads", "1", "-q"]
     Image.fromarray(box.astype(np.uint8) * 255).save(tmp_path / "00000.png")
     out = tmp_path / "out"
-    cmd = [sys.executable, "-m", "vidtrack.cli", "track", str(folder), "--model", "samurai-edgetam",
-           "--checkpoint", str(checkpoint), "--image-size", str(SIZE), "--mask", str(tmp_path / "00000.png"),
-           "--device", "cpu", "--threads", "1", "--format", "davis-png,rle-json", "--out", str(out), "-q"]
-    proc = subprocess.run(cmd, capture_output=True, text=True, timeout=300)
-    assert proc.returncode == 0, proc.stderr[-2000:]
+    code, _, err = run_cli(["track", str(data / "JPEGImages" / "480p" / "s1"), "--model", "samurai-edgetam",
+                            "--mask", str(tmp_path / "00000.png"), "--format", "davis-png,rle-json", "--out",
+                            str(out), *common], capsys)
+    assert code == 0, err
     pngs = sorted(out.rglob("*.png"))
     assert len(pngs) == 5
-    jsons = sorted(out.rglob("*.json"))
-    assert jsons
-    from pycocotools import mask as mask_utils
-
-    data = json.loads(jsons[0].read_text())
-    text = json.dumps(data)
-    assert "counts" in text
-    first = np.asarray(Image.open(pngs[0]))
-    assert (first > 0).sum() > 0
-    del mask_utils
+    images = [np.array(Image.open(p).convert("RGB")) for p in
+              sorted((data / "JPEGImages" / "480p" / "s1").glob("*.jpg"))]
+    api = _loader(model, "samurai-edgetam").track_video(images, [Prompt.from_mask(0, 1, box)])
+    for png, tf in zip(pngs, api.frames, strict=True):
+        assert np.array_equal(read_label_png(png) == 1, tf.mask_for(1).mask)
+    run = tmp_path / "run"
+    code, stdout, err = run_cli(["eval", "--dataset", str(data), "--layout", "davis", "--out", str(run), "--json",
+                                 "--model", "edgetam", *common], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["objects"] == 2 and 0 <= summary["J&F"] <= 1
+    pred = sorted((run / "predictions" / "s1").glob("*.png"))
+    api = _loader(model).track_video(images, [Prompt.from_mask(0, 1, box), Prompt.from_mask(0, 2, disc)])
+    for png, tf in zip(pred, api.frames, strict=True):  # one label per pixel: overlaps go to one object
+        lab = read_label_png(png)
+        a, b = tf.mask_for(1).mask, tf.mask_for(2).mask
+        assert np.array_equal(lab > 0, a | b)
+        assert not ((lab == 1) & ~a).any() and not ((lab == 2) & ~b).any()
