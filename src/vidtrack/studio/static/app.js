@@ -148,7 +148,8 @@ function drawTimeline() {
     }
     ctx.fillStyle = "white";
     for (const f of (t.prompted[String(o.id)] || [])) ctx.fillRect(f * fw + fw / 2 - 1, y, 2, rowH);
-    ctx.fillStyle = "#0d0f12"; ctx.font = "9px system-ui"; ctx.fillText(String(o.id), 2, y + 9);
+    ctx.font = "bold 9px system-ui"; ctx.lineWidth = 3; ctx.strokeStyle = "#0d0f12";
+    ctx.strokeText(String(o.id), 3, y + 9); ctx.fillStyle = "white"; ctx.fillText(String(o.id), 3, y + 9);
   });
   ctx.fillStyle = "#4f8cff";
   ctx.fillRect(studio.frame * fw + fw / 2 - 1, 0, 2, c.height);
