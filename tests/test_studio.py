@@ -185,6 +185,9 @@ def test_shared_server_refuses_paths_outside_its_folders(clip, tiny_checkpoint_d
     inside = write_video(allowed / "ok.mp4", moving_shapes(3, 96, 160))
     link = clip.parent / "link-out.mp4"
     link.symlink_to(outside)
+    from vidtrack.studio.project import ProjectStore
+
+    saved = ProjectStore(tmp_path / "project").create(str(outside), "sam2.1-tiny")  # earlier work, local server
     server = StudioProcess(studio_args(clip, tmp_path / "project", tiny_checkpoint_dir, "--host", "0.0.0.0",
                                        "--allow", str(allowed)))
     try:
@@ -192,6 +195,8 @@ def test_shared_server_refuses_paths_outside_its_folders(clip, tiny_checkpoint_d
         for path in (outside, link, "/etc/passwd", clip.parent / ".." / outside.parent.name / outside.name):
             err = server.call("POST", "/api/sessions", {"video": str(path)}, expect=400)["error"]
             assert "outside the folders" in err and "--allow" in err, err
+        err = server.call("GET", f"/api/sessions/{saved.record.sid}", expect=400)["error"]
+        assert "outside the folders" in err, err
         assert server.call("POST", "/api/sessions", {"video": str(clip)})["num_frames"] == 12
         assert server.call("POST", "/api/sessions", {"video": str(inside)})["num_frames"] == 3
     finally:

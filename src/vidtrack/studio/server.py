@@ -142,7 +142,10 @@ def create_app(config: StudioConfig) -> FastAPI:
         return JSONResponse({"error": " ".join(str(e).split())}, status_code=status)
 
     def live(sid: str) -> LiveSession:
-        return manager.get(check_session_id(sid))
+        check_session_id(sid)
+        if sid not in manager.live:  # reopening saved work: its video must be one this server may open
+            config.guard.check(project.open(sid).record.video)
+        return manager.get(sid)
 
     def session_json(s: LiveSession) -> dict[str, Any]:
         n = int(s.session.num_frames)
