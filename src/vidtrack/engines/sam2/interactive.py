@@ -36,7 +36,6 @@ What is computed again and what is kept:
 
 from __future__ import annotations
 
-import dataclasses
 import shutil
 import tempfile
 import threading
@@ -52,7 +51,7 @@ import torch
 
 from vidtrack.engines.sam2.contract import ImageFeatures, Policy, StepTimings
 from vidtrack.engines.sam2.engine import Sam2Engine, Sam2Session
-from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack
+from vidtrack.engines.sam2.state import FrameNote, FrameRecord, ObjectTrack
 from vidtrack.errors import InputError
 from vidtrack.frame_access import FrameAccess
 from vidtrack.policies.base import MemoryPolicy
@@ -193,11 +192,16 @@ class FeatureCache:
 
 @dataclass
 class _Entry:
-    """One object's output on one frame (Meta's compact output dict): the record (pointer, scores; its memory
-    features live in the store), the mask as RLE, the store key of (low-res logits, memory features), the
-    direction of the pass that computed it and the keys of the records it read (None: never reused)."""
+    """One object's output on one frame (Meta's compact output dict): what a record holds besides tensors
+    (scores, the policy's note), the mask as RLE, the store key of its tensors (low-res logits, object
+    pointer, memory features once encoded), the direction of the pass that computed it and the keys of the
+    records it read (None: never reused). Only these few hundred bytes stay in RAM per object and frame."""
 
-    record: FrameRecord
+    frame_idx: int
+    is_cond: bool
+    score: float  # object-score logit
+    iou: float
+    note: FrameNote | None
     mask: TrackingMask
     key: int
     reverse: bool = False
@@ -375,13 +379,12 @@ class InteractiveSession:
                     full = Prompt(t, oid, box=acc[0], points=acc[1], labels=acc[2])
                     out, rec, _ = ps._prompted_frame(track, t, feats, full, timings, prev_logits=prev_logits,
                                                      memory=memory)
-                rec = dataclasses.replace(rec, is_cond=is_cond)
                 m = ps.to_tracking_masks([out])[0]
-                key = self.store.put({"low": out.low_res_logits})
+                key = self.store.put({"low": out.low_res_logits, "ptr": rec.obj_ptr})
             old_entry = temp.pop(t, None)
             if old_entry is not None:
                 self.store.drop(old_entry.key)
-            temp[t] = _Entry(rec, m, key)
+            temp[t] = _Entry(t, is_cond, rec.object_score_logit, rec.iou, rec.note, m, key)
             result = self._consolidated(t, is_cond)
             elapsed = time.perf_counter() - t0
             self.seconds += elapsed
@@ -415,7 +418,7 @@ class InteractiveSession:
                     old = obj.non_cond.pop(t, None)
                     if old is not None:
                         self.store.drop(old.key)
-                    out.record = dataclasses.replace(out.record, is_cond=False)
+                    out.is_cond = False
                     out.inputs = None
                     obj.non_cond[t] = out
                     obj.tracked.pop(t, None)
@@ -555,13 +558,14 @@ class InteractiveSession:
                         for out, m in zip(outputs, masks, strict=True):
                             rec = ps.last_records[out.object_id]
                             assert rec.maskmem_features is not None  # encoded by the step
-                            key = self.store.put({"low": out.low_res_logits, "mem": rec.maskmem_features})
+                            key = self.store.put({"low": out.low_res_logits, "ptr": rec.obj_ptr,
+                                                  "mem": rec.maskmem_features})
                             o = by_id[out.object_id]
                             old = o.non_cond.get(t)
                             if old is not None:
                                 self.store.drop(old.key)
-                            o.non_cond[t] = _Entry(dataclasses.replace(rec, maskmem_features=None), m, key, reverse,
-                                                   inputs[out.object_id] if reuse else None)
+                            o.non_cond[t] = _Entry(t, False, rec.object_score_logit, rec.iou, rec.note, m, key,
+                                                   reverse, inputs[out.object_id] if reuse else None)
                             self.frames_computed += 1
                     else:
                         ps.step(t, None, (), skip={o.object_id for o in objs})
@@ -690,13 +694,11 @@ class InteractiveSession:
         return feats
 
     def _load(self, e: _Entry, *, with_memory: bool) -> FrameRecord:
-        rec = dataclasses.replace(e.record)
-        if with_memory:
-            mem = self.store.get(e.key).get("mem")
-            rec.maskmem_features = None if mem is None else mem.to(self.engine.device)
-        if rec.obj_ptr.device != self.engine.device:
-            rec.obj_ptr = rec.obj_ptr.to(self.engine.device)
-        return rec
+        group = self.store.get(e.key)
+        mem = group.get("mem") if with_memory else None
+        dev = self.engine.device
+        return FrameRecord(e.frame_idx, e.is_cond, group["ptr"].to(dev), e.score, e.iou,
+                           None if mem is None else mem.to(dev), e.note)
 
     def _seed_window(self, track: ObjectTrack, o: _Object, t: int, ps: Sam2Session) -> None:
         """The records frame ``t`` of this pass reads from before it (previous frames in the direction of
@@ -739,9 +741,9 @@ class InteractiveSession:
                     for t, e in temp.items():
                         feats = self._features(t, timings)
                         low = self.store.get(e.key)["low"].to(eng.device)
-                        logit = torch.tensor([[e.record.object_score_logit]], device=eng.device)
+                        logit = torch.tensor([[e.score]], device=eng.device)
                         mem = eng.encode_memory(feats, eng.upsample(low), logit, binarize=True)
-                        key = self.store.put({"low": low, "mem": mem})
+                        key = self.store.put({**self.store.get(e.key), "mem": mem})
                         self.store.drop(e.key)
                         e.key = key
                         e.inputs = None
