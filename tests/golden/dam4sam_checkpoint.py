@@ -6,7 +6,9 @@ reliability threshold, so no frame would ever become a DRM anchor. Shifting the 
 chosen IoU at about 0.85 (the other two stay below it: the argmax is unchanged), the mask area is stable within
 +-20 %, and the non-chosen candidates spill far outside the chosen mask: every frame that the 5-frame gap allows
 becomes an anchor (2, 8, 14, ... on the 256 px golden), so the DRM fills up, old anchors fall out of the read,
-and the RAM shrinks from 6 to 3 slots. Loaded by path, like ``checkpoint.py``; also makes the golden's frames
+and the RAM shrinks from 6 to 3 slots. At 1024 px (the released hiera-tiny shape, seed 5) the argmax candidate
+is a large mask that the other two do not stretch; there the third candidate's IoU output gets +0.3 more, so
+that the smaller third candidate, which the others do stretch, is chosen. Loaded by path, like ``checkpoint.py``; also makes the golden's frames
 (:func:`frames_at`).
 """
 
@@ -40,10 +42,12 @@ def architecture(name: str) -> Any:
     return {"small": cal.SMALL, "hiera-tiny-1024": cal.TINY_1024}[name]
 
 
-def state_dict(architecture_name: str, seed: int, iou_bias: float, constants: dict[str, float] | None = None
-               ) -> dict[str, torch.Tensor]:
+def state_dict(architecture_name: str, seed: int, iou_bias: float | list[float],
+               constants: dict[str, float] | None = None) -> dict[str, torch.Tensor]:
+    """``iou_bias``: one shift for the four IoU outputs (single-mask token, then the three candidates), or one
+    per output."""
     sd = CK.golden_state_dict(seed=seed, iou_gain=1.0, arch=architecture(architecture_name), constants=constants)
-    sd[IOU_BIAS_KEY] = sd[IOU_BIAS_KEY] + iou_bias
+    sd[IOU_BIAS_KEY] = sd[IOU_BIAS_KEY] + torch.as_tensor(iou_bias, dtype=sd[IOU_BIAS_KEY].dtype)
     return sd
 
 
