@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from conftest import moving_shapes, shape_masks
+from conftest import error_line, moving_shapes, shape_masks, write_video
 from vidtrack import Prompt, TrackingConfig, create_tracking_loader
 from vidtrack.engines.sam2.state import FrameRecord, ObjectTrack
 from vidtrack.policies.dam4sam import (
@@ -194,3 +194,10 @@ def test_memory_flat_over_1000_streamed_frames(loader) -> None:
     assert len(track.non_cond) <= 15
     assert max(sizes[500:]) <= max(sizes[100:500])  # no growth with video length
     assert len(st.sizes) == 300
+
+
+def test_bad_options_are_one_error_line(tmp_path, capsys) -> None:
+    video = write_video(tmp_path / "v.mp4", moving_shapes(4))
+    base = ["track", str(video), "--model", "dam4sam-tiny", "--box", "16,27,28,22", "--out", str(tmp_path / "o")]
+    assert "ram_stride must be >= 1" in error_line([*base, "--policy-option", "ram_stride=0"], capsys)
+    assert "does not take these options" in error_line([*base, "--policy-option", "bogus=1"], capsys)

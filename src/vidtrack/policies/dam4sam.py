@@ -42,6 +42,7 @@ import numpy as np
 
 from vidtrack.engines.sam2.contract import Candidates, Choice, Decision, DecoderRun, Kept, MemoryRead
 from vidtrack.engines.sam2.state import FrameNote, FrameRecord, ObjectTrack, PolicyState
+from vidtrack.errors import InputError
 from vidtrack.policies.base import MemoryPolicy
 
 
@@ -167,9 +168,10 @@ class Dam4SamPolicy(MemoryPolicy):
     ) -> None:
         super().__init__(num_maskmem, max_obj_ptrs)
         if max_cond_frames < 2:
-            raise ValueError(f"max_cond_frames must be >= 2 (the first prompt and one anchor); got {max_cond_frames}")
+            raise InputError(f"dam4sam max_cond_frames must be >= 2 (the first prompt and one anchor); got "
+                             f"{max_cond_frames}")
         if ram_stride < 1:
-            raise ValueError(f"ram_stride must be >= 1; got {ram_stride}")
+            raise InputError(f"dam4sam ram_stride must be >= 1; got {ram_stride}")
         self.max_cond_frames = max_cond_frames
         self.ram_stride = ram_stride
         self.anchor_iou_threshold = anchor_iou_threshold
