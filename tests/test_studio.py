@@ -138,9 +138,10 @@ def test_restart_restores_objects_prompts_and_tracked_frames(clip, tiny_checkpoi
                                                               "labels": [0]})
         server.call("POST", f"/api/sessions/{sid}/prompts", {"frame": 4, "object_id": 2,
                                                               "box": [100, 50, 150, 90], "clear_old_points": True})
-        assert server.call("POST", f"/api/sessions/{sid}/propagate", {"direction": "both"})["state"] == "running"
+        started = server.call("POST", f"/api/sessions/{sid}/propagate", {"direction": "both"})
+        assert started["state"] == "running" and started["total"] == 12  # from frame 0: no backward pass
         job = server.wait_job(sid)
-        assert job["state"] == "done" and job["done"] == 12, job
+        assert job["state"] == "done" and job["done"] == job["total"] == 12, job
         # a correction on a tracked frame (refined from its tracked output), then propagate again
         server.call("POST", f"/api/sessions/{sid}/prompts", {"frame": 6, "object_id": 1, "points": [[120, 20]],
                                                               "labels": [1]})
@@ -210,6 +211,22 @@ def test_local_server_opens_any_readable_path(clip, tiny_checkpoint_dir, tmp_pat
     try:
         assert server.stderr_line("warning", timeout=1.0) is None
         assert server.call("POST", "/api/sessions", {"video": str(other)})["num_frames"] == 3
+        from PIL import Image
+
+        folder = tmp_path / "frames"
+        folder.mkdir()
+        for i, f in enumerate(moving_shapes(4, 96, 160)):
+            Image.fromarray(f).save(folder / f"{i:05d}.png")
+        s = server.call("POST", "/api/sessions", {"video": str(folder)})
+        assert s["num_frames"] == 4
+        server.call("POST", f"/api/sessions/{s['sid']}/prompts", {"frame": 1, "object_id": 1, "points": [[40, 38]],
+                                                                   "labels": [1]})
+        assert server.call("POST", f"/api/sessions/{s['sid']}/propagate", {"direction": "both"})["total"] == 5
+        assert server.wait_job(s["sid"])["done"] == 5  # frames 1-3 forward, then 1-0 backward
+        files = server.call("POST", f"/api/sessions/{s['sid']}/export", {"formats": ["rle-json", "overlay-mp4"]})
+        assert sorted(f["name"] for f in files["files"]) == ["masks.json", "overlay.mp4"]
+        got = server.call("GET", next(f["url"] for f in files["files"] if f["name"] == "masks.json"))
+        assert [f["frame_idx"] for f in got["frames"]] == [0, 1, 2, 3]
         err = server.call("POST", "/api/sessions", {"video": str(tmp_path / "missing.mp4")}, expect=400)["error"]
         assert "not found" in err
     finally:

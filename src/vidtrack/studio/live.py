@@ -138,15 +138,10 @@ class LiveSession:
                               model=getattr(self.loader, "name", ""), metadata={"source": self.store.record.video})
 
     # --- propagation -------------------------------------------------------------------------------------
-    def _estimate_total(self, direction: str, start: int | None) -> int:
-        n = int(self.session.num_frames)
-        prompted = [f for frames in prompted_frames(self.store.actions).values() for f in frames]
-        first = start if start is not None else (min(prompted) if prompted else 0)
-        if direction == "forward":
-            return n - first
-        if direction == "backward":
-            return first + 1
-        return n
+    def _estimate_total(self, direction: str, start: int | None, max_frames: int | None) -> int:
+        """Frames the propagation will yield, for the progress bar: the session's own plan (Meta's processing
+        order; SAM2Long's revised frames come on top and raise the total as they arrive)."""
+        return len(self.session.plan(direction, start, max_frames))
 
     def propagate(self, direction: str, start: int | None, max_frames: int | None = None) -> PropagationJob:
         if direction not in DIRECTIONS:
@@ -158,10 +153,7 @@ class LiveSession:
         with self.lock:
             self._check_idle()
             self._catch_up()
-            total = self._estimate_total(direction, start)
-            if max_frames is not None:  # Meta's max_frame_num_to_track: the start frame plus max_frames more
-                total = min(total, max_frames + 1)
-            job = PropagationJob(direction, start, total)
+            job = PropagationJob(direction, start, self._estimate_total(direction, start, max_frames))
             self.job = job
         job.thread = threading.Thread(target=self._run, args=(job, max_frames), name=f"propagate-{self.sid}",
                                       daemon=True)
