@@ -346,6 +346,9 @@ def test_cancel_busy_upload_and_tracker_switch(tiny_checkpoint_dir, tmp_path):
                                                                     "points": [[30, 38]], "labels": [1]},
                           expect=409)["error"]
         assert "propagation is running" in err
+        deadline = time.monotonic() + 60
+        while server.call("GET", f"/api/sessions/{sid}/propagate")["done"] < 2 and time.monotonic() < deadline:
+            time.sleep(0.05)
         job = server.call("POST", f"/api/sessions/{sid}/cancel")
         assert job["state"] == "cancelled" and 0 < job["done"] < 150, job
         log = json.loads((tmp_path / "project" / "sessions" / sid / "actions.json").read_text())
