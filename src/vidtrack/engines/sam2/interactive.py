@@ -23,9 +23,9 @@ frame from memory and the correction is lost (facebookresearch/sam2#719, #731).
 What is computed again and what is kept:
 
 * image features of the last ``feature_cache_frames`` frames used (a bounded LRU, :class:`FeatureCache`);
-* every object's output on every frame it was tracked on (what Meta keeps in ``output_dict_per_obj``): object
-  pointer and scores in RAM, the memory features and low-res logits in a :class:`TensorStore` (a small RAM
-  LRU spilling to files in ``work_dir``), masks as RLE;
+* every object's output on every frame it was tracked on (what Meta keeps in ``output_dict_per_obj``): scores
+  and the mask (RLE) in RAM, the memory features, object pointer and low-res logits in a :class:`TensorStore`
+  (a small RAM LRU spilling to files in ``work_dir``);
 * a propagation recomputes an object's frame only when the records that frame would read (its conditioning
   frames and the previous frames in the window, identified by the keys under which they were stored) differ
   from those it read when it was last computed in the same direction. Recomputing a frame with the same inputs
