@@ -243,3 +243,45 @@ def test_bounded_memory_in_a_stream(model: Any) -> None:
     assert all(r.maskmem_features.shape == (256, 1, 64) for r in track.non_cond.values()
                if r.maskmem_features is not None)
     assert sizes[20:] == [sizes[20]] * 10
+
+
+def test_at_most_four_conditioning_frames_are_read(model: Any) -> None:
+    """More than 4 prompted frames: a read keeps 4, as the official ``select_closest_cond_frames`` picks them
+    (the closest before, the closest at or after, then the temporally closest); an unselected one inside the
+    6-frame memory window is read in its slot like a tracked frame, one outside is not read and its pointer is
+    dropped beyond the pointer window. A SAM 2.1 read, or one with 4 or fewer, is never changed."""
+    from vidtrack.engines.sam2.backends.base import Backend
+    from vidtrack.engines.sam2.backends.sam3_tracker import select_closest_cond_frames
+    from vidtrack.engines.sam2.contract import MemoryRead
+    from vidtrack.engines.sam2.engine import Sam2Engine
+    from vidtrack.engines.sam2.state import FrameRecord
+
+    b = Sam2Engine(model).backend
+    assert select_closest_cond_frames(11, [1, 3, 5, 7, 9, 10], 4) == {10, 9, 7, 5}
+    assert select_closest_cond_frames(4, [0, 2, 6, 8, 9, 10], 4) == {2, 6, 0, 8}
+
+    def rec(f: int, cond: bool) -> FrameRecord:
+        return FrameRecord(f, cond, torch.zeros(1, 256), 1.0, 1.0, torch.zeros(1))
+
+    def read_of(cond_frames: list[int], tracked: list[int], frame_idx: int) -> MemoryRead:
+        conds = [rec(f, True) for f in cond_frames]
+        recs = [rec(f, False) for f in tracked]
+        return MemoryRead([(6, r) for r in conds] + [(abs(frame_idx - r.frame_idx) - 1, r) for r in recs],
+                          [(abs(frame_idx - r.frame_idx), r) for r in conds + recs])
+
+    def slots(read: MemoryRead) -> list[tuple[int, int]]:
+        return sorted((s, r.frame_idx) for s, r in read.memories)
+
+    far = b.limit_conditioning(read_of([1, 3, 5, 7, 9, 10], [8, 6], 11), 11, reverse=False, max_ptrs=8)
+    assert slots(far) == [(2, 8), (4, 6), (6, 5), (6, 7), (6, 9), (6, 10)]
+    assert sorted(r.frame_idx for _, r in far.pointers) == [5, 6, 7, 8, 9, 10]  # 3 and 1: 8+ frames back
+    near = b.limit_conditioning(read_of([5, 6, 7, 8, 9, 10], [], 11), 11, reverse=False, max_ptrs=8)
+    assert slots(near) == [(4, 6), (5, 5), (6, 7), (6, 8), (6, 9), (6, 10)]
+    assert sorted(r.frame_idx for _, r in near.pointers) == [5, 6, 7, 8, 9, 10]
+    back = b.limit_conditioning(read_of([12, 13, 14, 15, 16, 20], [], 11), 11, reverse=True, max_ptrs=8)
+    assert slots(back) == [(4, 16), (6, 12), (6, 13), (6, 14), (6, 15)]  # 20: 9 frames ahead, not read
+    assert sorted(r.frame_idx for _, r in back.pointers) == [12, 13, 14, 15, 16]
+    full = read_of([1, 3, 5, 7, 9, 10], [8], 11)
+    assert Backend.limit_conditioning(b, full, 11, reverse=False, max_ptrs=8) is full
+    small = read_of([1, 3, 5, 7], [8], 11)
+    assert b.limit_conditioning(small, 11, reverse=False, max_ptrs=8) is small

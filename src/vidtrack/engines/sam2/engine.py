@@ -496,7 +496,10 @@ class Sam2Session:
 
         prompted, to_memorise = self._apply_prompts(frame_idx, feats, by_obj, timings)
         by_id: dict[int, ObjectOutput] = {o.object_id: o for o in prompted}
-        reads = [(track, self.policy.memory_reads(track, frame_idx, self.max_ptrs)) for track in to_track]
+        limit = eng.backend.limit_conditioning  # SAM 3: at most 4 conditioning frames per read
+        reads = [(track, [limit(r, frame_idx, reverse=track.reverse, max_ptrs=self.max_ptrs)
+                          for r in self.policy.memory_reads(track, frame_idx, self.max_ptrs)])
+                 for track in to_track]
 
         # every object's (and hypothesis') memory attention and decoder, batched
         cfg = eng.config

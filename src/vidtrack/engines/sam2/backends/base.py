@@ -31,7 +31,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from vidtrack.engines.sam2.contract import ImageFeatures
+from vidtrack.engines.sam2.contract import ImageFeatures, MemoryRead
 from vidtrack.engines.sam2.preprocess import (
     IMAGENET_MEAN,
     IMAGENET_STD,
@@ -130,6 +130,10 @@ class Backend:
         """The high-res masks of the objects prompted on one frame, (B, 1, S, S), as they are memorised.
         SAM 2.1 memorises each as it is (``non_overlap_masks_for_mem_enc`` off); SAM 3 keeps them apart."""
         return high_res_masks
+
+    def limit_conditioning(self, read: MemoryRead, frame_idx: int, *, reverse: bool, max_ptrs: int) -> MemoryRead:
+        """A policy's read with at most :attr:`max_cond_frames` conditioning frames (SAM 2.1: all, unchanged)."""
+        return read
 
     # --- memory ----------------------------------------------------------------------------------------------
     @property

@@ -35,6 +35,7 @@ import torch.nn.functional as F
 
 from vidtrack.engines.sam2.backends import register_backend
 from vidtrack.engines.sam2.backends.base import Backend
+from vidtrack.engines.sam2.contract import KeyScale, MemoryRead
 
 NO_OBJ_SCORE = -1024.0
 MEMORY_MASK_SCALE = 4
@@ -88,6 +89,53 @@ class Sam3TrackerBackend(Backend):
         winner = torch.argmax(high_res_masks, dim=0, keepdim=True)
         idx = torch.arange(high_res_masks.size(0), device=high_res_masks.device)[:, None, None, None]
         return torch.where(winner == idx, high_res_masks, high_res_masks.clamp(max=-10.0))
+
+    def limit_conditioning(self, read: MemoryRead, frame_idx: int, *, reverse: bool, max_ptrs: int) -> MemoryRead:
+        """At most :attr:`max_cond_frames` conditioning frames, chosen as the official
+        ``select_closest_cond_frames`` does (the closest before, the closest at or after, then the temporally
+        closest others). An unselected one among the last ``num_maskmem - 1`` frames is read in that slot as a
+        tracked frame would be, and its pointer stays only within the pointer window (official
+        ``_prepare_memory_conditioned_features``)."""
+        cap = self.max_cond_frames
+        cond_slot = self.num_maskmem - 1
+        conds = [rec.frame_idx for slot, rec in read.memories if rec.is_cond and slot == cond_slot]
+        if cap is None or len(conds) <= cap:
+            return read
+        chosen = select_closest_cond_frames(frame_idx, conds, cap)
+        sign = -1 if reverse else 1
+        weights = read.key_scale.frames if read.key_scale is not None else [None] * len(read.memories)
+        kept = [(m, w) for m, w in zip(read.memories, weights, strict=True)
+                if not (m[1].is_cond and m[0] == cond_slot and m[1].frame_idx not in chosen)]
+        used = {slot for (slot, rec), _ in kept if not (rec.is_cond and slot == cond_slot)}
+        by_frame = {rec.frame_idx: rec for slot, rec in read.memories if rec.is_cond and slot == cond_slot}
+        for f in conds:
+            k = (frame_idx - f) * sign
+            if f not in chosen and 1 <= k <= cond_slot and k - 1 not in used:
+                kept.append(((k - 1, by_frame[f]), None))
+        keep_ptr = [not (rec.is_cond and rec.frame_idx not in chosen and d >= (read.max_ptrs or max_ptrs))
+                    for d, rec in read.pointers]
+        pointers = [p for p, k in zip(read.pointers, keep_ptr, strict=True) if k]
+        key_scale = read.key_scale
+        if key_scale is not None:
+            one = torch.ones((), device=self.device)
+            ptr_w = [w for w, k in zip(key_scale.pointers, keep_ptr, strict=True) if k]
+            key_scale = KeyScale([one if w is None else w for _, w in kept], ptr_w)
+        return MemoryRead([m for m, _ in kept], pointers, key_scale, read.max_ptrs)
+
+
+def select_closest_cond_frames(frame_idx: int, cond_frames: list[int], cap: int) -> set[int]:
+    """The conditioning frames a read keeps when there are more than ``cap`` (official
+    ``sam3_tracker_utils.select_closest_cond_frames`` without ``keep_first_cond_frame``)."""
+    chosen: set[int] = set()
+    before = [t for t in cond_frames if t < frame_idx]
+    after = [t for t in cond_frames if t >= frame_idx]
+    if before:
+        chosen.add(max(before))
+    if after:
+        chosen.add(min(after))
+    rest = sorted((t for t in cond_frames if t not in chosen), key=lambda t: abs(t - frame_idx))
+    chosen.update(rest[: max(cap - len(chosen), 0)])
+    return chosen
 
 
 def _install_fast_memory_attention(model: Any) -> None:
