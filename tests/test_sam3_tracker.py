@@ -285,3 +285,60 @@ def test_at_most_four_conditioning_frames_are_read(model: Any) -> None:
     assert Backend.limit_conditioning(b, full, 11, reverse=False, max_ptrs=8) is full
     small = read_of([1, 3, 5, 7], [8], 11)
     assert b.limit_conditioning(small, 11, reverse=False, max_ptrs=8) is small
+
+
+def test_cli_tracks_with_meta_checkpoint(meta_checkpoint: Path, tmp_path: Path) -> None:
+    """``vidtrack track --model samurai-sam3-tracker --checkpoint sam3.pt`` (Meta's whole-model file, converted)
+    writes DAVIS PNGs whose masks equal its RLE JSON; without weights it fails in one line before any work."""
+    import subprocess
+
+    from vidtrack.types import rle_decode
+
+    folder = tmp_path / "frames"
+    folder.mkdir()
+    for i, f in enumerate(moving_shapes(4)):
+        Image.fromarray(f).save(folder / f"{i:05d}.jpg", quality=95)
+    box, _ = shape_masks()
+    Image.fromarray(box.astype(np.uint8) * 255).save(tmp_path / "00000.png")
+    out = tmp_path / "out"
+    base = [sys.executable, "-m", "vidtrack.cli", "track", str(folder), "--model", "samurai-sam3-tracker",
+            "--mask", str(tmp_path / "00000.png"), "--device", "cpu", "--threads", "1", "-q"]
+    proc = subprocess.run(base + ["--checkpoint", str(meta_checkpoint), "--image-size", str(SIZE), "--format",
+                                  "davis-png,rle-json", "--out", str(out)], capture_output=True, text=True,
+                          timeout=600)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    pngs = sorted(out.rglob("*.png"))
+    assert len(pngs) == 4
+    data = json.loads((out / "masks.json").read_text())
+    for frame, png in zip(data["frames"], pngs, strict=True):
+        (obj,) = frame["objects"]
+        assert np.array_equal(rle_decode(obj["rle"]), np.asarray(Image.open(png)) > 0)
+    assert (np.asarray(Image.open(pngs[-1])) > 0).sum() > 0
+    bad = subprocess.run(base + ["--out", str(tmp_path / "o2"), "--cache-dir", str(tmp_path / "empty")],
+                         capture_output=True, text=True, timeout=300)
+    assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--checkpoint" in bad.stderr
+
+
+def test_interactive_session_on_sam3_tracker(model: Any) -> None:
+    """The interactive session drives the SAM 3 tracker: a box and a mask on frame 0, propagation equal to the
+    whole-video run of the same prompts, then a corrective click re-propagates and changes the masks."""
+    frames = np.stack(moving_shapes(6))
+    box, disc = shape_masks()
+    ys, xs = np.nonzero(box)
+    bbox = (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
+    loader = _loader(model)
+    session = loader.open_session(frames)
+    try:
+        session.add_prompt(0, 1, box=bbox)
+        session.add_prompt(0, 2, mask=disc)
+        list(session.propagate())
+        got = _masks(session.result())
+        whole = _masks(loader.track_video(list(frames), [Prompt.from_box(0, 1, bbox, fmt="xyxy"),
+                                                         Prompt.from_mask(0, 2, disc)]))
+        assert got == whole
+        session.add_prompt(3, 1, points=[[bbox[0] + 2, bbox[1] + 2]], labels=[0])
+        list(session.propagate())
+        after = _masks(session.result())
+        assert any(after[(f, 1)] != got[(f, 1)] for f in range(3, 6))
+    finally:
+        session.close()
