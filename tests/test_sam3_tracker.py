@@ -303,9 +303,8 @@ def test_cli_tracks_with_meta_checkpoint(meta_checkpoint: Path, tmp_path: Path) 
     out = tmp_path / "out"
     base = [sys.executable, "-m", "vidtrack.cli", "track", str(folder), "--model", "samurai-sam3-tracker",
             "--mask", str(tmp_path / "00000.png"), "--device", "cpu", "--threads", "1", "-q"]
-    proc = subprocess.run(base + ["--checkpoint", str(meta_checkpoint), "--image-size", str(SIZE), "--format",
-                                  "davis-png,rle-json", "--out", str(out)], capture_output=True, text=True,
-                          timeout=600)
+    proc = subprocess.run([*base, "--checkpoint", str(meta_checkpoint), "--image-size", str(SIZE), "--format",
+                           "davis-png,rle-json", "--out", str(out)], capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     pngs = sorted(out.rglob("*.png"))
     assert len(pngs) == 4
@@ -314,7 +313,7 @@ def test_cli_tracks_with_meta_checkpoint(meta_checkpoint: Path, tmp_path: Path) 
         (obj,) = frame["objects"]
         assert np.array_equal(rle_decode(obj["rle"]), np.asarray(Image.open(png)) > 0)
     assert (np.asarray(Image.open(pngs[-1])) > 0).sum() > 0
-    bad = subprocess.run(base + ["--out", str(tmp_path / "o2"), "--cache-dir", str(tmp_path / "empty")],
+    bad = subprocess.run([*base, "--out", str(tmp_path / "o2"), "--cache-dir", str(tmp_path / "empty")],
                          capture_output=True, text=True, timeout=300)
     assert bad.returncode == 2 and bad.stderr.strip().count("\n") == 0 and "--checkpoint" in bad.stderr
 
