@@ -341,3 +341,23 @@ def test_interactive_session_on_sam3_tracker(model: Any) -> None:
         assert any(after[(f, 1)] != got[(f, 1)] for f in range(3, 6))
     finally:
         session.close()
+
+
+def test_dam4sam_on_sam3_tracker(model: Any, davis: Any) -> None:
+    """DAM4SAM on the SAM 3 tracker, real frames: a box prompt (made a mask by one decoder pass, as DAM4SAM
+    initialises) tracks on every frame; two objects apart on the prompt frame, tracked together, equal each
+    alone (masks: the random decoder's box masks cover most of the frame, and overlapping prompt masks are
+    memorised apart in SAM 3)."""
+    frames, car = davis
+    frames = frames[:6]
+    road = _road(car.shape)
+    ys, xs = np.nonzero(car)
+    box = (float(xs.min()), float(ys.min()), float(xs.max()), float(ys.max()))
+    loader = _loader(model, "dam4sam-sam3-tracker")
+    boxed = loader.track_video(frames, [Prompt.from_box(0, 1, box, fmt="xyxy")])
+    assert [[m.object_id for m in f.masks] for f in boxed.frames] == [[1]] * len(frames)
+    p1, p2 = Prompt.from_mask(0, 1, car), Prompt.from_mask(0, 2, road)
+    both = _masks(loader.track_video(frames, [p1, p2]))
+    one = _masks(loader.track_video(frames, [p1]))
+    two = _masks(loader.track_video(frames, [p2]))
+    assert both == {**one, **two}
