@@ -68,43 +68,43 @@ class Dam4SamObjectState(PolicyState):
 
 def largest_component(mask: np.ndarray) -> np.ndarray:
     """The largest 8-connected component of a non-empty boolean mask (ties: the one met first in raster order,
-    as OpenCV's labelling orders them). Runs of each row are joined with a union-find over touching runs."""
+    as OpenCV's labelling orders them).
+
+    Vectorised over runs: each row's runs of True, an edge between runs of consecutive rows that touch (one
+    pixel of diagonal slack), then every run takes the smallest run index of its component (min-propagation
+    along the edges with pointer jumping), so the label is the component's first run in raster order."""
     h, w = mask.shape
     padded = np.zeros((h, w + 2), np.int8)
     padded[:, 1:-1] = mask
     edges = np.diff(padded, axis=1)
-    rows_s, cols_s = np.nonzero(edges == 1)
-    _, cols_e = np.nonzero(edges == -1)  # same row order: every run has one start and one end
-    n = rows_s.size
-    parent = np.arange(n)
-
-    def find(i: int) -> int:
-        while parent[i] != i:
-            parent[i] = parent[parent[i]]
-            i = int(parent[i])
-        return i
-
-    row_first = np.searchsorted(rows_s, np.arange(h + 1))
-    for r in range(1, h):
-        a, a_end = row_first[r - 1], row_first[r]  # runs of the row above
-        b, b_end = row_first[r], row_first[r + 1]
-        while a < a_end and b < b_end:
-            # runs [s, e) touch in 8-connectivity when s_a <= e_b and s_b <= e_a (one pixel of diagonal slack)
-            if cols_s[a] <= cols_e[b] and cols_s[b] <= cols_e[a]:
-                ra, rb = find(a), find(b)
-                if ra != rb:
-                    parent[max(ra, rb)] = min(ra, rb)  # the root is the run met first
-            if cols_e[a] < cols_e[b]:
-                a += 1
-            else:
-                b += 1
-    roots = np.array([find(i) for i in range(n)])
-    areas = np.bincount(roots, weights=cols_e - cols_s, minlength=n)
-    best = int(np.argmax(areas))  # first maximum = the root met first among equal areas
-    out = np.zeros((h, w), bool)
-    for i in np.nonzero(roots == best)[0]:
-        out[rows_s[i], cols_s[i] : cols_e[i]] = True
-    return out
+    rows, starts = np.nonzero(edges == 1)
+    ends = np.nonzero(edges == -1)[1]  # runs [start, end), in raster order
+    n = rows.size
+    stride = w + 2
+    key_start = rows * stride + starts
+    key_end = rows * stride + ends
+    # runs of the row above touching run i: those with end >= start_i and start <= end_i, a contiguous range
+    lo = np.searchsorted(key_end, (rows - 1) * stride + starts, side="left")
+    hi = np.searchsorted(key_start, (rows - 1) * stride + ends, side="right")
+    hi = np.maximum(hi, lo)
+    count = hi - lo
+    a = np.repeat(np.arange(n), count)
+    b = np.repeat(lo - np.cumsum(count) + count, count) + np.arange(count.sum())
+    label = np.arange(n)
+    while True:
+        before = label.copy()
+        np.minimum.at(label, a, label[b])
+        np.minimum.at(label, b, label[a])
+        label = label[label]
+        if np.array_equal(label, before):
+            break
+    areas = np.bincount(label, weights=ends - starts, minlength=n)
+    best = int(np.argmax(areas))  # first maximum: the component met first among equal areas
+    pick = label == best
+    steps = np.zeros((h, w + 1), np.int32)  # +1 where a kept run starts, -1 where it ends
+    np.add.at(steps, (rows[pick], starts[pick]), 1)
+    np.add.at(steps, (rows[pick], ends[pick]), -1)
+    return np.cumsum(steps, axis=1)[:, :w] > 0
 
 
 def vot_box(mask: np.ndarray) -> tuple[int, int, int, int]:
