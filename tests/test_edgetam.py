@@ -306,3 +306,19 @@ def test_cli_tracks_exports_and_evaluates_with_edgetam(checkpoint: Path, model: 
         a, b = tf.mask_for(1).mask, tf.mask_for(2).mask
         assert np.array_equal(lab > 0, a | b)
         assert not ((lab == 1) & ~a).any() and not ((lab == 2) & ~b).any()
+
+
+def test_bench_runs_edgetam_beside_sam2() -> None:
+    """``vidtrack bench --models edgetam,sam2.1-tiny`` builds random EdgeTAM weights (the released architecture at
+    the case's input size) and reports its stages like SAM 2.1's."""
+    from vidtrack.bench import BenchCase, run_cases
+    from vidtrack.cli_options import TrackerOptions
+
+    cases = [BenchCase(model=m, arch="auto", frames=3, objects=1, warmup=1, height=96, width=160,
+                       tracker=TrackerOptions(device="cpu", dtype="float32", image_size=256, threads=1))
+             for m in ("edgetam", "sam2.1-tiny")]
+    edgetam, sam2 = run_cases([c.check() for c in cases], isolate=False)
+    assert edgetam["model"] == "edgetam" and edgetam["image_size"] == 256
+    assert 13.0 < edgetam["params_m"] < 15.0 and 35.0 < sam2["params_m"] < 40.0
+    for r in (edgetam, sam2):
+        assert r["frames"] == 3 and r["stage_ms_per_frame"]["image_encoder"] > 0
