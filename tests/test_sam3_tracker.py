@@ -361,3 +361,26 @@ def test_dam4sam_on_sam3_tracker(model: Any, davis: Any) -> None:
     one = _masks(loader.track_video(frames, [p1]))
     two = _masks(loader.track_video(frames, [p2]))
     assert both == {**one, **two}
+
+
+def test_overlapping_prompts_are_memorised_apart_in_session_and_video(model: Any) -> None:
+    """Two mask prompts that overlap on frame 0: SAM 3 memorises them apart (official preflight), the same
+    way in the interactive session (prompts added one by one, then propagate) as in a whole-video run; object 1
+    then differs from tracking it alone (the rule acts), which is why the two-objects test uses apart prompts."""
+    frames = np.stack(moving_shapes(5))
+    box, _ = shape_masks()
+    shifted = np.roll(box, (4, 6), axis=(0, 1))
+    assert (box & shifted).sum() > 0
+    loader = _loader(model)
+    prompts = [Prompt.from_mask(0, 1, box), Prompt.from_mask(0, 2, shifted)]
+    whole = _masks(loader.track_video(list(frames), prompts))
+    session = loader.open_session(frames)
+    try:
+        session.add_prompt(0, 1, mask=box)
+        session.add_prompt(0, 2, mask=shifted)
+        list(session.propagate())
+        assert _masks(session.result()) == whole
+    finally:
+        session.close()
+    alone = _masks(loader.track_video(list(frames), prompts[:1]))
+    assert any(whole[(f, 1)] != alone[(f, 1)] for f in range(1, 5))

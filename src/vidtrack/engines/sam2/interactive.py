@@ -736,13 +736,14 @@ class InteractiveSession:
         eng = self.engine
         timings = StepTimings()
         with torch.inference_mode(), eng.autocast():
+            joint = self._joint_prompt_masks()
             for o in self._objects.values():
                 for temp, target in ((o.temp_non_cond, o.non_cond), (o.temp_cond, o.cond)):
                     for t, e in temp.items():
                         feats = self._features(t, timings)
-                        low = self.store.get(e.key)["low"].to(eng.device)
+                        hi = joint[id(e)]
                         logit = torch.tensor([[e.score]], device=eng.device)
-                        mem = eng.encode_memory(feats, eng.upsample(low), logit, binarize=True)
+                        mem = eng.encode_memory(feats, hi, logit, binarize=True)
                         key = self.store.put({**self.store.get(e.key), "mem": mem})
                         self.store.drop(e.key)
                         e.key = key
@@ -756,6 +757,24 @@ class InteractiveSession:
                     old = o.non_cond.pop(t, None)
                     if old is not None:
                         self.store.drop(old.key)
+
+    def _joint_prompt_masks(self) -> dict[int, torch.Tensor]:
+        """Every pending output's high-res mask (its low-res mask upsampled), keyed by ``id(entry)``; the
+        outputs pending on one frame pass through the family's rule for objects prompted together
+        (``Backend.prompt_memory_masks``: SAM 2.1 keeps them as they are, SAM 3 keeps them from overlapping)."""
+        eng = self.engine
+        groups: dict[tuple[int, bool], list[_Entry]] = {}
+        for o in self._objects.values():
+            for cond, temp in ((False, o.temp_non_cond), (True, o.temp_cond)):
+                for t, e in temp.items():
+                    groups.setdefault((t, cond), []).append(e)
+        out: dict[int, torch.Tensor] = {}
+        for entries in groups.values():
+            his = torch.cat([eng.upsample(self.store.get(e.key)["low"].to(eng.device)) for e in entries])
+            if len(entries) > 1:
+                his = eng.backend.prompt_memory_masks(his)
+            out.update((id(e), his[i : i + 1]) for i, e in enumerate(entries))
+        return out
 
     def _consolidated(self, t: int, is_cond: bool) -> TrackingFrame:
         """Meta's ``_consolidate_temp_output_across_obj``: per object the pending output of the same kind
