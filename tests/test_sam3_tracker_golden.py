@@ -6,10 +6,14 @@ vidtrack; ``scripts/golden/sam3_tracker_official.py`` runs it beside the reposit
 ``tests/golden/sam3_tracker_checkpoint.py`` (rebuilt here from its seed and pinned by its digest), 12 real
 frames (Cutie judo), two objects prompted on frame 0, once by masks and once by boxes, at SAM 3's own input size
 (1008 px, 72x72 memory grid). vidtrack runs the same through its public loader (``sam3-tracker``, Meta's PIL
-frame resizing) and must match: mean IoU >= 0.999 over every object and frame.
+frame resizing) and must match: mean IoU >= 0.999 over every object and frame (the issue's bar) and >= 0.9995 on
+every object-frame. Measured: mask case mean 0.999996, min 0.999988; box case mean 0.999997, min 0.999982.
 
-Teeth (checked by hand, docs/PARITY.md): the transformers order of the memory encoder's resize (logits resized
-before the binarise/sigmoid rule) or SAM 2.1's mask-prompt path each break the bar.
+Why the per-frame bar: on this calibrated checkpoint the two SAM 3 specifics below move the masks of a few frames
+without moving the mean under 0.999 (checked by hand on the mask case): the transformers order of the memory
+encoder's resize (logits resized before the binarise/sigmoid rule): mean 0.999477, min 0.997555; SAM 2.1's
+mask-prompt path (mask thresholded at the input size, logits +-10): mean 0.999697, min 0.997384. transformers'
+default ViT LayerNorm eps (1e-6 instead of the official 1e-5) fails the mean bar too: 0.998514, min 0.998153.
 """
 
 from __future__ import annotations
@@ -94,3 +98,4 @@ def test_matches_official_sam3_tracker(model: Any, case: str) -> None:
             ious.append(iou(ours[int(obj)][f], rle_decode(r)))
     assert len(ious) == 2 * g["num_frames"] >= 24
     assert np.mean(ious) >= 0.999, f"{case}: mean IoU {np.mean(ious):.6f}, min {np.min(ious):.6f}"
+    assert np.min(ious) >= 0.9995, f"{case}: mean IoU {np.mean(ious):.6f}, min {np.min(ious):.6f}"
