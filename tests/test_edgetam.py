@@ -322,3 +322,18 @@ def test_bench_runs_edgetam_beside_sam2() -> None:
     assert 13.0 < edgetam["params_m"] < 15.0 and 35.0 < sam2["params_m"] < 40.0
     for r in (edgetam, sam2):
         assert r["frames"] == 3 and r["stage_ms_per_frame"]["image_encoder"] > 0
+
+
+def test_dam4sam_runs_on_edgetam(model: Any) -> None:
+    """DAM4SAM on EdgeTAM (``dam4sam-edgetam``): a box prompt becomes a mask through one decoder pass, every
+    frame gets the object's mask; two objects together equal each alone."""
+    frames = moving_shapes(6)
+    _, disc = shape_masks()
+    loader = _loader(model, "dam4sam-edgetam")
+    assert loader.policy_name == "dam4sam"
+    b = (16.0, 27.0, 44.0, 50.0)
+    both = loader.track_video(frames, [Prompt.from_box(0, 1, b, fmt="xyxy"), Prompt.from_mask(0, 2, disc)])
+    assert [sorted(m.object_id for m in f.masks) for f in both.frames] == [[1, 2]] * 6
+    assert both.frames[0].mask_for(1).mask.sum() > 0
+    one = loader.track_video(frames, [Prompt.from_box(0, 1, b, fmt="xyxy")])
+    assert {k: v for k, v in _masks(both).items() if k[1] == 1} == _masks(one)
