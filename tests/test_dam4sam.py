@@ -201,3 +201,14 @@ def test_bad_options_are_one_error_line(tmp_path, capsys) -> None:
     base = ["track", str(video), "--model", "dam4sam-tiny", "--box", "16,27,28,22", "--out", str(tmp_path / "o")]
     assert "ram_stride must be >= 1" in error_line([*base, "--policy-option", "ram_stride=0"], capsys)
     assert "does not take these options" in error_line([*base, "--policy-option", "bogus=1"], capsys)
+
+
+def test_runs_in_the_interactive_session(loader) -> None:
+    """Box on frame 0 (turned into a mask: confidence 1), propagate, a correction click on frame 10, propagate."""
+    s = loader.open_session(np.stack(moving_shapes(20)))
+    first = s.add_prompt(0, 1, box=(16, 27, 44, 49))
+    assert first.masks[0].confidence == 1.0
+    assert len(list(s.propagate())) == 20
+    s.add_prompt(10, 1, points=np.array([[60, 38]]), labels=np.array([1]))
+    assert [len(f.masks) for f in s.propagate()] == [1] * 20
+    s.close()

@@ -597,7 +597,8 @@ class Sam2Session:
         eng = self.engine
         t0 = time.perf_counter()
         thr = self.policy.object_score_threshold
-        if prompt.mask is None and prompt.points is None and prompt.box is not None and self.policy.box_prompt_as_mask:
+        no_clicks = prompt.points is None or len(prompt.points) == 0
+        if prompt.mask is None and no_clicks and prompt.box is not None and self.policy.box_prompt_as_mask:
             prompt = self._box_to_mask(feats, prompt)
         if prompt.mask is not None:
             # Official `_use_mask_as_output`: the mask is the output (logits +10 / -10); the pointer comes from
