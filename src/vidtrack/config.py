@@ -17,6 +17,7 @@ class TrackingFramework(StrEnum):
     SAM2 = "sam2"
     SAMURAI = "samurai"
     SAM2LONG = "sam2long"
+    DAM4SAM = "dam4sam"
     YOLO = "yolo"
 
 
