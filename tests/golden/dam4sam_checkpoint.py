@@ -8,8 +8,8 @@ chosen IoU at about 0.85 (the other two stay below it: the argmax is unchanged),
 becomes an anchor (2, 8, 14, ... on the 256 px golden), so the DRM fills up, old anchors fall out of the read,
 and the RAM shrinks from 6 to 3 slots. At 1024 px (the released hiera-tiny shape, seed 5) the argmax candidate
 is a large mask that the other two do not stretch; there the third candidate's IoU output gets +0.3 more, so
-that the smaller third candidate, which the others do stretch, is chosen. Loaded by path, like ``checkpoint.py``; also makes the golden's frames
-(:func:`frames_at`).
+that the smaller third candidate, which the others do stretch, is chosen (one anchor in 40 frames there).
+Loaded by path, like ``checkpoint.py``; also makes the golden's frames (:func:`frames_at`).
 """
 
 from __future__ import annotations
