@@ -184,7 +184,7 @@ _OPTIONS: list[tuple[str, Any, Any]] = [
                                                              "--checkpoint (default: <checkpoint>.yaml beside it, "
                                                              "if any)"), None),
     ("policy", _opt(str | None, "--policy", help="memory policy instead of the model's own: vanilla, samurai, "
-                                                 "sam2long, or your own as package.module:Factory "
+                                                 "sam2long, dam4sam, or your own as package.module:Factory "
                                                  "(docs/CUSTOM_POLICY.md)"), None),
     ("policy_option", _opt(list[str] | None, "--policy-option", help="policy option KEY=VALUE, repeatable (e.g. "
                                                                       "mode=online or preset=official for "
