@@ -31,7 +31,8 @@ from vidtrack import Prompt, TrackingConfig, create_tracking_loader
 GOLDEN = Path(__file__).resolve().parent / "golden"
 DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
 NUM_FRAMES = int(os.environ.get("VIDTRACK_EDGETAM_GOLDEN_FRAMES", "12"))
-"""Frames compared in the suite (the goldens hold 16; the first 12 keep the test near a minute on 2 cores)."""
+"""Frames compared in the suite (the goldens hold 16). Measured: 145 s for both cases on one thread of this
+2-core machine with other jobs running (72 s per case); 16 frames by hand gave IoU 1.0 on every frame too."""
 
 CASES = ("mask", "box")
 PERTURBED_MIN_IOU = 0.9995
