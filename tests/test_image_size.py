@@ -14,6 +14,7 @@ import pytest
 import torch
 
 from vidtrack import Prompt, TrackingConfig, create_tracking_loader
+from vidtrack.cli_options import TrackerOptions
 from vidtrack.errors import InputError
 
 META_KEYS = Path(__file__).parent / "fixtures" / "meta_keys_sam2.1_hiera_tiny.json"
@@ -51,3 +52,22 @@ def test_bad_image_size_is_one_error_before_loading(bad):
     with pytest.raises(InputError, match="multiple of 32"):
         create_tracking_loader("sam2.1-tiny", TrackingConfig(device="cpu", checkpoint_path="/nonexistent.pt",
                                                              image_size=bad))
+
+
+@pytest.mark.parametrize(("model", "good", "bad"), [
+    ("sam2.1-tiny", 512, 504),     # Hiera: multiples of 32
+    ("edgetam", 512, 640),         # EdgeTAM's perceiver: multiples of 256
+    ("sam3-tracker", 1008, 1024),  # SAM 3's ViT: 14 px patches
+])
+def test_image_size_rule_is_the_model_familys(model, good, bad):
+    """Each family's own rule, from the catalogue name, before any weights are read (the loader and the
+    command line share it): SAM 3's own 1008 px is not a multiple of 32, EdgeTAM's 640 is not one of 256."""
+    config = lambda size: TrackingConfig(device="cpu", checkpoint_path="/nonexistent.pt", image_size=size)  # noqa: E731
+    create_tracking_loader(model, config(good))  # accepted: nothing is loaded yet
+    backend = create_tracking_loader(model, config(None)).spec.backend
+    with pytest.raises(InputError, match=f"multiple of .* for {backend}"):
+        create_tracking_loader(model, config(bad))
+    opts = TrackerOptions(image_size=bad)
+    with pytest.raises(InputError, match="--image-size must be a multiple"):
+        opts.check(model)
+    TrackerOptions(image_size=good).check(model)

@@ -24,6 +24,7 @@ from typing import Annotated, Any
 import typer
 
 from vidtrack.errors import InputError
+from vidtrack.image_sizes import check_image_size
 
 DTYPES = ("auto", "float32", "bfloat16", "float16", "fp32", "bf16", "fp16")
 AUTOCASTS = ("auto", "off", "bfloat16", "float16", "bf16", "fp16")
@@ -64,13 +65,6 @@ def check_positive(value: int | None, option: str) -> int | None:
     return value
 
 
-def check_image_size(value: int | None) -> int | None:
-    """Same rule as :func:`vidtrack.engines.sam2.weights.check_image_size`, without importing torch."""
-    if value is not None and (value < 64 or value % 32):
-        raise InputError(f"--image-size must be a multiple of 32 from 64 on (e.g. 512, 1024); got {value}")
-    return value
-
-
 @dataclass
 class TrackerOptions:
     """The shared tracker options, as given on the command line (see :func:`tracker_options`)."""
@@ -106,9 +100,9 @@ class TrackerOptions:
         check_choice(self.semantics, SEMANTICS, "--semantics")
         check_positive(self.threads, "--threads")
         check_positive(self.max_batch, "--max-batch")
-        check_image_size(self.image_size)
         options = self.policy_options
         spec = resolve_model(model)
+        check_image_size(self.image_size, spec.backend, "--image-size")
         if spec.family == "yolo":
             if self.policy is not None or options:
                 raise InputError(f"{spec.name} is a YOLO model: --policy and --policy-option apply to the SAM 2 "
@@ -190,9 +184,9 @@ _OPTIONS: list[tuple[str, Any, Any]] = [
                                                                       "mode=online or preset=official for "
                                                                       "SAM2Long, kf_score_weight=0.15 for "
                                                                       "SAMURAI)"), None),
-    ("image_size", _opt(int | None, "--image-size", help="SAM 2 model input size in pixels, a multiple of 32 "
-                                                         "(default: the checkpoint's own, 1024): smaller is faster, "
-                                                         "coarser"), None),
+    ("image_size", _opt(int | None, "--image-size", help="model input size in pixels (default: the checkpoint's "
+                                                         "own): a multiple of 32 for SAM 2.1, 256 for EdgeTAM, 14 "
+                                                         "for the SAM 3 tracker; smaller is faster, coarser"), None),
 ]
 assert [name for name, _, _ in _OPTIONS] == [f.name for f in fields(TrackerOptions)]
 

@@ -124,7 +124,7 @@ class Sam2Loader(TrackingModelLoader):
         if config.resize not in ("transformers", "official"):
             raise InputError(f"resize must be 'transformers' or 'official'; got {config.resize!r}")
         _check_semantics(config.semantics)
-        check_image_size(config.image_size)  # issue 17: before any weights are read
+        check_image_size(config.image_size, backend=self.spec.backend)  # before any weights are read
 
     # --- lifecycle ---------------------------------------------------------------------------------------
     @property
@@ -155,7 +155,7 @@ class Sam2Loader(TrackingModelLoader):
             )
             self.spec = spec_for_weights(self.spec, model)  # name what runs: the size is read from the weights
         else:
-            check_image_size(self.config.image_size, model)
+            check_image_size(self.config.image_size, model, self.spec.backend)
             model = model.to(device=self.device, dtype=self.dtype)
         if self.config.compile:
             compile_model(model)

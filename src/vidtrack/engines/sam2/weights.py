@@ -90,17 +90,15 @@ def with_image_size(config: Sam2VideoConfig, image_size: int) -> Sam2VideoConfig
     return Sam2VideoConfig.from_dict(d)
 
 
-def check_image_size(image_size: int | None, model: Any = None) -> None:
-    """``TrackingConfig.image_size``: None, or a multiple of 32 from 64 on (the Hiera trunk downsamples by 4
-    in its patch embedding and by 2 at each of its three later stages); with an already-built ``model`` it must
-    be that model's size (a built model's position encodings are fixed)."""
+def check_image_size(image_size: int | None, model: Any = None, backend: str = "sam2") -> None:
+    """``TrackingConfig.image_size``: None, or a size ``backend``'s rule accepts (:mod:`vidtrack.image_sizes`);
+    with an already-built ``model`` it must be that model's size (a built model's position encodings are
+    fixed)."""
     from vidtrack.errors import InputError
+    from vidtrack.image_sizes import check_image_size as check_rule
 
-    if image_size is None:
-        return
-    if isinstance(image_size, bool) or not isinstance(image_size, int) or image_size < 64 or image_size % 32:
-        raise InputError(f"image size must be a multiple of 32 from 64 on (e.g. 512 or 1024); got {image_size!r}")
-    if model is not None and int(model.config.image_size) != image_size:
+    check_rule(image_size, backend)
+    if image_size is not None and model is not None and int(model.config.image_size) != image_size:
         raise InputError(f"image size {image_size} was asked for but the model given is built for "
                          f"{int(model.config.image_size)} px; build it at that size or leave image_size unset")
 
