@@ -384,3 +384,45 @@ def test_overlapping_prompts_are_memorised_apart_in_session_and_video(model: Any
         session.close()
     alone = _masks(loader.track_video(list(frames), prompts[:1]))
     assert any(whole[(f, 1)] != alone[(f, 1)] for f in range(1, 5))
+
+
+def test_eval_and_prompts_on_later_frames(meta_checkpoint: Path, model: Any, tmp_path: Path,
+                                          capsys: pytest.CaptureFixture[str]) -> None:
+    """``vidtrack eval --model sam3-tracker --checkpoint sam3.pt`` scores a DAVIS-layout dataset with predictions
+    equal to the API's; an object first prompted on frame 3 is tracked on every frame (official semantics: from
+    frame 0, with its frame-3 memory), and from frame 3 only when causal without --backward."""
+    from conftest import run_cli
+    from vidtrack.eval.io import read_label_png, write_label_png
+
+    frames = moving_shapes(5)
+    box, disc = shape_masks()
+    data = tmp_path / "davis"
+    for d in ("JPEGImages", "Annotations"):
+        (data / d / "480p" / "s1").mkdir(parents=True)
+    for t, f in enumerate(frames):
+        Image.fromarray(f).save(data / "JPEGImages" / "480p" / "s1" / f"{t:05d}.png")
+        lab = np.zeros(box.shape, np.uint8)
+        if t == 0:
+            lab[box], lab[disc] = 1, 2
+        write_label_png(data / "Annotations" / "480p" / "s1" / f"{t:05d}.png", lab)
+    run = tmp_path / "run"
+    code, stdout, err = run_cli(["eval", "--dataset", str(data), "--layout", "davis", "--out", str(run), "--json",
+                                 "--model", "sam3-tracker", "--checkpoint", str(meta_checkpoint), "--image-size",
+                                 str(SIZE), "--device", "cpu", "--threads", "1", "-q"], capsys)
+    assert code == 0, err
+    summary = json.loads(stdout)
+    assert summary["objects"] == 2 and 0 <= summary["J&F"] <= 1
+    api = _loader(model).track_video(frames, [Prompt.from_mask(0, 1, box), Prompt.from_mask(0, 2, disc)])
+    pred = sorted((run / "predictions" / "s1").glob("*.png"))
+    assert len(pred) == 5
+    for png, tf in zip(pred, api.frames, strict=True):  # one label per pixel: overlaps go to one object
+        lab = read_label_png(png)
+        a, b = tf.mask_for(1).mask, tf.mask_for(2).mask
+        assert np.array_equal(lab > 0, a | b)
+        assert not ((lab == 1) & ~a).any() and not ((lab == 2) & ~b).any()
+
+    prompts = [Prompt.from_mask(0, 1, box), Prompt.from_box(3, 2, (120, 55, 145, 80), fmt="xyxy")]
+    late = _loader(model).track_video(frames, prompts)
+    assert [sorted(m.object_id for m in f.masks) for f in late.frames] == [[1, 2]] * 5
+    causal = _loader(model, semantics="causal", backward=False).track_video(frames, prompts)
+    assert [sorted(m.object_id for m in f.masks) for f in causal.frames] == [[1]] * 3 + [[1, 2]] * 2
