@@ -50,7 +50,7 @@ GOLDENS: dict[str, dict[str, Any]] = {
                      "frame_size": None, "checkpoint": {"architecture_name": "small", "seed": 6, "iou_bias": 1.5}},
     # the released hiera-tiny shape at 1024 px, native frames (the hand-run size; opt-in test)
     "1024": {"name": "dam4sam_car-shadow_1024", "sequence": "car-shadow", "num_frames": 40, "frame_size": None,
-             "checkpoint": {"architecture_name": "hiera-tiny-1024", "seed": 5, "iou_bias": [1.5, 1.5, 1.5, 1.8]}},
+             "checkpoint": {"architecture_name": "hiera-tiny-1024", "seed": 7, "iou_bias": [1.5, 1.5, 1.5, 1.8]}},
 }
 
 

@@ -6,9 +6,11 @@ reliability threshold, so no frame would ever become a DRM anchor. Shifting the 
 chosen IoU at about 0.85 (the other two stay below it: the argmax is unchanged), the mask area is stable within
 +-20 %, and the non-chosen candidates spill far outside the chosen mask: every frame that the 5-frame gap allows
 becomes an anchor (2, 8, 14, ... on the 256 px golden), so the DRM fills up, old anchors fall out of the read,
-and the RAM shrinks from 6 to 3 slots. At 1024 px (the released hiera-tiny shape, seed 5) the argmax candidate
-is a large mask that the other two do not stretch; there the third candidate's IoU output gets +0.3 more, so
-that the smaller third candidate, which the others do stretch, is chosen (one anchor in 40 frames there).
+and the RAM shrinks from 6 to 3 slots. At 1024 px (the released hiera-tiny shape, seed 7) the argmax candidate
+is one the others stretch only on some frames (box IoU 0.58-0.92 on frames 1-7); there the third candidate's
+IoU output gets +0.3 more, so that the third candidate is chosen: the other two stretch its box to an IoU of
+about 0.67, under 0.7, on frames 1-7, and frames 2, 8 and 14 become anchors (the DRM read fills up to the
+prompt plus three anchors). (Seed 5 at 1024 px: third-candidate box IoU 0.67-0.76, one anchor in 40 frames.)
 Loaded by path, like ``checkpoint.py``; also makes the golden's frames (:func:`frames_at`).
 """
 
