@@ -73,7 +73,7 @@ def test_reuse_gives_the_same_masks_as_recomputing(sam2_loader, frames, monkeypa
         again_masks = _masks(again)
         assert again_masks.keys() == reused.keys()
         assert all(np.array_equal(again_masks[k], reused[k]) for k in reused)
-    monkeypatch.setattr(interactive, "_policy_reuses", lambda policy: False)
+    monkeypatch.setattr(interactive, "_policy_reuses", lambda policy, reference: False)
     with sam2_loader.open_session(frames) as s:
         _two_objects(s)
         list(s.propagate())
@@ -152,7 +152,7 @@ def test_policies_restart_from_the_conditioning_frames_at_each_propagation(tiny_
         second = {}
         for tf in s.propagate():
             second.update(_masks([tf]))
-        assert not interactive._policy_reuses(s._policy_factory())
+        assert not interactive._policy_reuses(s._policy_factory(), s._reference)
     ref = _masks(whole.frames)
     assert first.keys() == ref.keys() == second.keys()
     for k in ref:
@@ -174,7 +174,7 @@ def test_a_user_policy_runs_in_a_session(tiny_model, frames):
     with loader.open_session(frames) as s:
         _two_objects(s)
         assert len(list(s.propagate())) == T
-        assert not interactive._policy_reuses(s._policy_factory())
+        assert not interactive._policy_reuses(s._policy_factory(), s._reference)
         list(s.propagate())
         assert s.frames_reused == 0
 

@@ -40,16 +40,16 @@ def create_tracking_loader(model_name: str, config: TrackingConfig | None = None
 
         return create_yolo_loader(spec, config)
     from vidtrack.engines.sam2.loader import Sam2Loader
-    from vidtrack.policies import POLICIES, resolve_policy
+    from vidtrack.policies import POLICIES, MemoryPolicy, resolve_policy
 
     if config.policy is not None:  # a bad name or import path fails here, before any weights are loaded
-        return Sam2Loader(spec, config, resolve_policy(config.policy))
+        return Sam2Loader(spec, config, resolve_policy(config.policy), reference_policy=MemoryPolicy)
     if spec.policy not in POLICIES:
         raise ModelNotFoundError(
             f"{spec.name}: the {spec.family} memory policy is not available in this release; "
             f"use sam2.1-{spec.size} for plain SAM 2.1 tracking"
         )
-    return Sam2Loader(spec, config, POLICIES[spec.policy], spec.policy_options)
+    return Sam2Loader(spec, config, POLICIES[spec.policy], spec.policy_options, reference_policy=MemoryPolicy)
 
 
 __all__ = [

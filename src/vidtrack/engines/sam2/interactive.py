@@ -54,7 +54,6 @@ from vidtrack.engines.sam2.engine import Sam2Engine, Sam2Session
 from vidtrack.engines.sam2.state import FrameNote, FrameRecord, ObjectTrack
 from vidtrack.errors import InputError
 from vidtrack.frame_access import FrameAccess
-from vidtrack.policies.base import MemoryPolicy
 from vidtrack.types import Prompt, TrackingFrame, TrackingMask, TrackingResult
 
 __all__ = ["DIRECTIONS", "FeatureCache", "InteractiveSession", "TensorStore"]
@@ -231,11 +230,12 @@ class _Object:
         return self.temp_cond.get(t) or self.temp_non_cond.get(t) or self.cond.get(t) or self.non_cond.get(t)
 
 
-def _policy_reuses(policy: Policy) -> bool:
-    """Whether outputs can be reused across propagations: the policy reads and decides like SAM 2.1, with no
-    state beyond the bank (so an output is a function of the records it read)."""
-    return isinstance(policy, MemoryPolicy) and all(
-        getattr(type(policy), h) is getattr(MemoryPolicy, h) for h in _REUSE_HOOKS)
+def _policy_reuses(policy: Policy, reference: type) -> bool:
+    """Whether outputs can be reused across propagations: the policy reads and decides like SAM 2.1 (the
+    ``reference`` class's hooks, inherited unchanged), with no state beyond the bank (so an output is a function
+    of the records it read)."""
+    return isinstance(policy, reference) and all(
+        getattr(type(policy), h) is getattr(reference, h) for h in _REUSE_HOOKS)
 
 
 # --- the session -------------------------------------------------------------------------------------------
@@ -254,6 +254,7 @@ class InteractiveSession:
         policy_factory: Callable[[], Policy],
         frames: FrameAccess,
         *,
+        reference_policy: type,
         work_dir: str | Path | None = None,
         feature_cache_frames: int = 16,
         corrections_as_cond: bool = True,
@@ -278,7 +279,8 @@ class InteractiveSession:
             root = Path(tempfile.mkdtemp(prefix="session-", dir=root))
         self.work_dir = root
         self.store = TensorStore(root / "records", store_ram_items)
-        self._vanilla = MemoryPolicy(num_maskmem=engine.num_maskmem, max_obj_ptrs=engine.max_obj_ptrs)
+        self._reference = reference_policy
+        self._vanilla: Policy = reference_policy(num_maskmem=engine.num_maskmem, max_obj_ptrs=engine.max_obj_ptrs)
         self._objects: dict[int, _Object] = {}
         self._prompts: list[Prompt] = []
         self._lock = threading.RLock()
@@ -519,7 +521,7 @@ class InteractiveSession:
                 start = min(min(o.cond) for o in self._objects.values())
             order = self._order(reverse, start, max_frames)
             policy = self._policy_factory()
-            reuse = _policy_reuses(policy)
+            reuse = _policy_reuses(policy, self._reference)
             ps = eng.new_session(policy, self.height, self.width, num_frames=n, reverse=reverse)
             objs = list(self._objects.values())
             for o in objs:
@@ -727,7 +729,7 @@ class InteractiveSession:
         for f in sorted(obj.cond):
             track.cond[f] = self._load(obj.cond[f], with_memory=True)
         self._seed_window(track, obj, t, ps)
-        return MemoryPolicy.memory_reads(self._vanilla, track, t, ps.max_ptrs)[0]
+        return self._vanilla.memory_reads(track, t, ps.max_ptrs)[0]
 
     def _preflight(self) -> None:
         """Meta's ``propagate_in_video_preflight``: memory-encode every pending output (from its low-res mask,

@@ -102,15 +102,18 @@ class Sam2Loader(TrackingModelLoader):
 
     ``policy`` builds the policy of each session (the factory :func:`vidtrack.create_tracking_loader` resolved
     from ``config.policy`` or the catalogue entry); ``policy_defaults`` are the options it gets under
-    ``config.policy_options`` (the catalogue's, for its own policy).
+    ``config.policy_options`` (the catalogue's, for its own policy). ``reference_policy`` is SAM 2.1's own
+    policy class (``vidtrack.policies.MemoryPolicy``, handed down so the engine does not import the policies
+    above it): interactive corrections read memory its way, and a policy that keeps its hooks reuses outputs.
     """
 
     def __init__(
         self, spec: ModelSpec, config: TrackingConfig, policy: PolicyFactory,
-        policy_defaults: dict[str, Any] | None = None,
+        policy_defaults: dict[str, Any] | None = None, *, reference_policy: type | None = None,
     ) -> None:
         super().__init__(spec, config)
         self.policy_factory = policy
+        self.reference_policy = reference_policy
         self.policy_defaults = dict(policy_defaults or {})
         self.engine: Sam2Engine | None = None
         self.device = resolve_device(config.device)
@@ -212,9 +215,13 @@ class Sam2Loader(TrackingModelLoader):
         if isinstance(feature_cache_frames, bool) or not isinstance(feature_cache_frames, int) \
                 or feature_cache_frames < 1:
             raise InputError(f"feature_cache_frames must be an integer >= 1; got {feature_cache_frames!r}")
+        if self.reference_policy is None:
+            raise InputError("this loader was built without SAM 2.1's reference policy; make it with "
+                             "vidtrack.create_tracking_loader to open interactive sessions")
         self.new_policy()  # a policy that cannot be built fails here, before the video is read
         frames = open_frames(video)
-        return InteractiveSession(engine, self.new_policy, frames, work_dir=work_dir,
+        return InteractiveSession(engine, self.new_policy, frames, reference_policy=self.reference_policy,
+                                  work_dir=work_dir,
                                   feature_cache_frames=feature_cache_frames, corrections_as_cond=corrections_as_cond,
                                   model_name=self.name, policy_name=self.policy_name)
 
