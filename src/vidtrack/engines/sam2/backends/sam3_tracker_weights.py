@@ -36,10 +36,10 @@ import torch
 from transformers import Sam3TrackerVideoConfig, Sam3TrackerVideoModel
 
 from vidtrack.engines.sam2.checkpoints import (
-    WEIGHT_FILES,
     _quiet_transformers,
     check_hub_reachable,
     check_load_report,
+    check_transformers_folder,
     load_state_dict_strict,
 )
 from vidtrack.errors import WeightsError
@@ -250,22 +250,9 @@ def load_meta_checkpoint(path: str | Path, image_size: int | None = None) -> Sam
 
 def check_sam3_folder(folder: Path) -> None:
     """Refuse, before loading, a folder that is not a transformers SAM 3 (tracker) checkpoint."""
-    import json
-
-    hint = (f"pass Meta's {SAM3_CHECKPOINT_NAME} or a folder saved by Sam3TrackerVideoModel.save_pretrained")
-    config = folder / "config.json"
-    if not config.is_file():
-        raise WeightsError(f"checkpoint folder {folder} has no config.json, so it is not a transformers model; {hint}")
-    try:
-        data = json.loads(config.read_text(encoding="utf-8"))
-    except (OSError, ValueError) as e:
-        raise WeightsError(f"cannot read {config}: {' '.join(str(e).split())}; {hint}") from None
-    model_type = data.get("model_type") if isinstance(data, dict) else None
-    if model_type not in SAM3_MODEL_TYPES:
-        raise WeightsError(f"checkpoint folder {folder} holds a {model_type!r} model (config.json model_type), not "
-                           f"the SAM 3 tracker ({', '.join(sorted(SAM3_MODEL_TYPES))}); {hint}")
-    if not any((folder / name).is_file() for name in WEIGHT_FILES):
-        raise WeightsError(f"checkpoint folder {folder} has a config.json but no weights ({WEIGHT_FILES[0]}); {hint}")
+    check_transformers_folder(
+        folder, SAM3_MODEL_TYPES, "the SAM 3 tracker",
+        hint=f"pass Meta's {SAM3_CHECKPOINT_NAME} or a folder saved by Sam3TrackerVideoModel.save_pretrained")
 
 
 def _from_pretrained(ref: str, *, cache_dir: str | Path | None, local_only: bool, what: str,
