@@ -15,6 +15,7 @@ from __future__ import annotations
 import contextlib
 import re
 import warnings
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -568,6 +569,27 @@ def save_pretrained(model: Sam2VideoModel, folder: str | Path) -> None:
     model.save_pretrained(str(folder))
 
 
+def _is_norm_weight(name: str) -> bool:
+    return "norm" in name and name.endswith("weight")
+
+
+def redraw_constant_parameters(model: Any, gen: torch.Generator, *, object_bias: float,
+                               is_norm_weight: Callable[[str], bool] = _is_norm_weight) -> None:
+    """Make a freshly initialised SAM 2-family model non-degenerate, in place: every constant parameter (zero
+    or one at transformers' init: biases, embeddings, norms) is redrawn from N(0, 0.02) -- norm weights, as
+    ``is_norm_weight`` names them, from N(1, 0.02) -- in parameter order from ``gen``, and the object-score head
+    is biased by ``object_bias`` so objects are judged present. Shared by the random SAM 2.1, EdgeTAM and SAM 3
+    tracker models."""
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if p.numel() > 1 and float(p.std()) > 0:
+                continue
+            noise = torch.randn(p.shape, generator=gen) * 0.02
+            base = 1.0 if is_norm_weight(name) else 0.0
+            p.copy_(base + noise)
+        model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(object_bias)
+
+
 def random_sam2_model(
     config: Sam2VideoConfig, seed: int = 0, *, object_bias: float = 2.0, iou_spread: float = 0.0
 ) -> Sam2VideoModel:
@@ -584,14 +606,8 @@ def random_sam2_model(
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = Sam2VideoModel(config).eval()
+    redraw_constant_parameters(model, gen, object_bias=object_bias)
     with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.numel() > 1 and float(p.std()) > 0:
-                continue
-            noise = torch.randn(p.shape, generator=gen) * 0.02
-            base = 1.0 if ("norm" in name and name.endswith("weight")) else 0.0
-            p.copy_(base + noise)
-        model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(object_bias)
         if iou_spread > 0:
             out = model.mask_decoder.iou_prediction_head.proj_out
             out.weight.copy_(torch.randn(out.weight.shape, generator=gen) * iou_spread)

@@ -28,6 +28,7 @@ import torch
 
 from vidtrack.catalog import EDGETAM_HUB_ID
 from vidtrack.engines.sam2.checkpoints import check_load_report, check_transformers_folder, load_state_dict_strict
+from vidtrack.engines.sam2.weights import redraw_constant_parameters
 from vidtrack.errors import WeightsError
 
 EDGETAM_CHECKPOINT_NAME = "edgetam.pt"
@@ -264,12 +265,7 @@ def random_edgetam_model(config: Any, seed: int = 0, *, object_bias: float = 2.0
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = build_edgetam(config)
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.numel() > 1 and float(p.std()) > 0:
-                continue
-            noise = torch.randn(p.shape, generator=gen) * 0.02
-            base = 1.0 if (("norm" in name or name.endswith(".bn.weight")) and name.endswith("weight")) else 0.0
-            p.copy_(base + noise)
-        model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(object_bias)
+    redraw_constant_parameters(model, gen, object_bias=object_bias,
+                               is_norm_weight=lambda name: ("norm" in name or name.endswith(".bn.weight"))
+                               and name.endswith("weight"))
     return model

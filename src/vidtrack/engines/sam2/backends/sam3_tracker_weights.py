@@ -42,6 +42,7 @@ from vidtrack.engines.sam2.checkpoints import (
     check_transformers_folder,
     load_state_dict_strict,
 )
+from vidtrack.engines.sam2.weights import redraw_constant_parameters
 from vidtrack.errors import WeightsError
 
 SAM3_HUB_ID = "facebook/sam3"
@@ -342,12 +343,5 @@ def random_sam3_tracker_model(config: Sam3TrackerVideoConfig, seed: int = 0, *, 
     gen = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     model = Sam3TrackerVideoModel(config).eval()
-    with torch.no_grad():
-        for name, p in model.named_parameters():
-            if p.numel() > 1 and float(p.std()) > 0:
-                continue
-            noise = torch.randn(p.shape, generator=gen) * 0.02
-            base = 1.0 if ("norm" in name and name.endswith("weight")) else 0.0
-            p.copy_(base + noise)
-        model.mask_decoder.pred_obj_score_head.proj_out.bias.fill_(object_bias)
+    redraw_constant_parameters(model, gen, object_bias=object_bias)
     return model
