@@ -28,6 +28,11 @@ pytest.importorskip("timm", reason="EdgeTAM's RepViT trunk needs timm (pip insta
 
 SIZE = 256
 GOLDEN = Path(__file__).resolve().parent / "golden"
+# The golden recipe at seed 2, not the goldens' seed 0: with every norm weight drawn around 1 (6f7930c), seed 0's
+# box prompts decode to near-empty masks and its masks move by ~1e-4 under rounding (batched vs one at a time),
+# which these engine claims cannot use; seed 2 is non-chaotic on the official predictor (a 1e-6 perturbation
+# moves IoU by 1.5e-5 / 2.5e-5, docs/BACKENDS.md).
+ENGINE_SEED = 2
 
 
 def _recipe() -> Any:
@@ -41,7 +46,7 @@ def _recipe() -> Any:
 @pytest.fixture(scope="module")
 def checkpoint(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("edgetam") / "edgetam.pt"
-    torch.save({"model": _recipe().official_state_dict()}, path)
+    torch.save({"model": _recipe().official_state_dict(ENGINE_SEED)}, path)
     return path
 
 
