@@ -333,7 +333,8 @@ def test_yolo_suggestions_become_mask_prompts(tiny_checkpoint_dir, tmp_path):
 
 
 def test_cancel_busy_upload_and_tracker_switch(tiny_checkpoint_dir, tmp_path):
-    """A running propagation refuses clicks (409) and stops on cancel with fewer frames, logged as far as it went;
+    """A running propagation refuses clicks (409) at once, still serves frames, and stops on cancel with fewer
+    frames, logged as far as it went;
     an uploaded video lands in the project's uploads/ and opens; a session moves to another tracker."""
     video = write_video(tmp_path / "long.mp4", moving_shapes(150, 96, 160))
     server = StudioProcess(studio_args(video, tmp_path / "project", tiny_checkpoint_dir))
@@ -346,6 +347,9 @@ def test_cancel_busy_upload_and_tracker_switch(tiny_checkpoint_dir, tmp_path):
                                                                     "points": [[30, 38]], "labels": [1]},
                           expect=409)["error"]
         assert "propagation is running" in err
+        # the page stays live: a frame image is served between two propagated frames, not after the last one
+        assert server.call("GET", f"/api/sessions/{sid}/frames/100.jpg")[:2] == b"\xff\xd8"
+        assert server.call("GET", f"/api/sessions/{sid}/propagate")["state"] == "running"
         deadline = time.monotonic() + 60
         while server.call("GET", f"/api/sessions/{sid}/propagate")["done"] < 2 and time.monotonic() < deadline:
             time.sleep(0.05)

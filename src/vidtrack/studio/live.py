@@ -114,6 +114,7 @@ class LiveSession:
         """Apply one action, log it, and store the frame it returns; the store mirrors the session."""
         if "frame" in action:
             self.check_frame(int(action["frame"]))
+        self._check_idle()  # answer at once: waiting for the lock would wait for the whole propagation
         with self.lock:
             self._check_idle()
             self._catch_up()
@@ -150,6 +151,7 @@ class LiveSession:
             self.check_frame(start)
         if not prompted_frames(self.store.actions):
             raise InputError("nothing to propagate: click an object first")
+        self._check_idle()
         with self.lock:
             self._check_idle()
             self._catch_up()
@@ -178,6 +180,7 @@ class LiveSession:
                 job.done += 1
                 job.total = max(job.total, job.done)
                 job.last_frame = frame.frame_idx
+                time.sleep(0)  # let a request waiting for the lock (a frame image, a mask) take it between frames
         except Exception as e:  # shown in the page; the session stays usable (its generator is closed below)
             job.state, job.error = "failed", f"{type(e).__name__}: {e}"
         finally:
