@@ -54,8 +54,7 @@ def test_user_error_row(name, inputs, tmp_path):
     assert not found, (found, run.code, run.err[-2000:])
     if CASES[name].code == 2 and "debug" not in name.lower():
         lines = [line for line in run.err.splitlines() if line.strip()]
-        if lines[0].startswith("error:"):  # our own errors are exactly one line (click's usage has its hint)
-            assert len(lines) == 1, run.err
+        assert len(lines) == 1 and lines[0].startswith("error:"), run.err  # click's usage errors too
 
 
 # ----------------------------------------------------------------------------- the helper, in-process

@@ -200,7 +200,7 @@ def run(invoke: Callable[[list[str]], Any], argv: Sequence[str],
         return EXIT_BAD_INPUT
     except _usage_error_types() as e:
         tb()
-        e.show()  # type: ignore[attr-defined]  # click-style: usage, --help hint, what is wrong
+        say(usage_error_line(e))
         return int(getattr(e, "exit_code", EXIT_BAD_INPUT))
     except _abort_types():
         tb()
@@ -221,6 +221,17 @@ def run(invoke: Callable[[list[str]], Any], argv: Sequence[str],
     finally:
         restore_signal_handlers(previous)
         sys.stdout.flush()
+
+
+def usage_error_line(e: BaseException) -> str:
+    """A click usage error (missing option, unknown command, bad value) as one line that names the problem and
+    where to look, instead of click's three (usage, --help hint, message)."""
+    fmt = getattr(e, "format_message", None)
+    text = _one_line(fmt() if callable(fmt) else str(e)).rstrip(".")
+    ctx = getattr(e, "ctx", None)
+    path = getattr(ctx, "command_path", None) or "vidtrack"
+    sep = " See" if text.endswith("?") else "; see"  # click's "Did you mean 'track'?"
+    return f"error: {text[:1].lower()}{text[1:]}{sep} '{path} --help'"
 
 
 def _internal(e: BaseException, debug: bool) -> str:
