@@ -28,11 +28,12 @@ pytest.importorskip("timm", reason="EdgeTAM's RepViT trunk needs timm (pip insta
 
 SIZE = 256
 GOLDEN = Path(__file__).resolve().parent / "golden"
-# The golden recipe at seed 2, not the goldens' seed 0: with every norm weight drawn around 1 (6f7930c), seed 0's
-# box prompts decode to near-empty masks and its masks move by ~1e-4 under rounding (batched vs one at a time),
-# which these engine claims cannot use; seed 2 is non-chaotic on the official predictor (a 1e-6 perturbation
-# moves IoU by 1.5e-5 / 2.5e-5, docs/BACKENDS.md).
-ENGINE_SEED = 2
+# The golden recipe at seed 4, not the goldens' seed 10: these claims run at 256 px on other prompts, where seed 10
+# decodes the synthetic box of the DAM4SAM test to an empty mask and seed 2 (the seed used before the recipe's
+# conditioning-frame preference) batches at IoU 0.9971 against one object at a time. Seed 4 of the recipe with a
+# weaker preference (COND_BOOST 30) measured non-chaotic on the official predictor (1e-6 on frame 1: IoU moved by
+# 2.5e-5 box / 1.7e-5 mask over 12 frames at 1024 px).
+ENGINE_SEED = 4
 
 
 def _recipe() -> Any:
