@@ -95,6 +95,14 @@ def test_meta_checkpoint_conversion_is_complete_and_exact(tmp_path):
     assert torch.equal(hf["mask_decoder.iou_prediction_head.proj_out.weight"],
                        sd["sam_mask_decoder.iou_prediction_head.layers.2.weight"])
     assert torch.equal(hf["memory_temporal_positional_encoding"], sd["maskmem_tpos_enc"])
+    # the converted model saves as a transformers folder and loads back the same (two keys sharing one tensor
+    # made save_pretrained refuse it)
+    from vidtrack.engines.sam2.weights import save_pretrained
+
+    save_pretrained(model, tmp_path / "as-folder")
+    again = create_tracking_loader("sam2.1-tiny", TrackingConfig(device="cpu", checkpoint_path=str(
+        tmp_path / "as-folder"))).load().engine.model.state_dict()
+    assert all(torch.equal(a, b) for a, b in zip(again.values(), hf.values(), strict=True))
     # a file without the {"model": ...} wrapper, and safetensors, load the same
     torch.save(sd, tmp_path / "bare.pt")
     from safetensors.torch import save_file

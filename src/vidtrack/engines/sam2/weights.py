@@ -221,7 +221,8 @@ def convert_meta_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
         new = _rename(key)
         out[new] = value
         if new == "prompt_encoder.shared_embedding.positional_embedding":
-            out["shared_image_embedding.positional_embedding"] = value
+            # its own tensor: save_pretrained refuses two keys sharing storage that are not declared tied
+            out["shared_image_embedding.positional_embedding"] = value.clone()
     if point_embeds:
         out["prompt_encoder.point_embed.weight"] = torch.cat([point_embeds[i] for i in sorted(point_embeds)], 0)
     return out

@@ -145,9 +145,6 @@ def convert_edgetam_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str,
             else:
                 shared[key] = value
     out.update(convert_meta_state_dict(shared))
-    key = "shared_image_embedding.positional_embedding"  # a copy, not the prompt encoder's tensor: save_pretrained
-    if key in out:                                       # refuses shared tensors that are not declared tied
-        out[key] = out[key].clone()
     return out
 
 

@@ -195,9 +195,6 @@ def convert_meta_state_dict(state_dict: dict[str, torch.Tensor]) -> dict[str, to
                 key = key.replace(old, new)
             tracker[key] = value
     out.update(convert_sam2(tracker))
-    shared = "shared_image_embedding.positional_embedding"
-    if shared in out:  # its own tensor: transformers refuses to save two keys sharing storage
-        out[shared] = out[shared].clone()
     return out
 
 
