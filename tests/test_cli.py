@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -130,6 +131,19 @@ def test_models_lists_the_catalogue(capsys):
     names = {r["name"] for r in rows}
     assert {"sam2.1-tiny", "sam2.1-large", "samurai-large", "sam2long-base-plus", "yolo11n-seg"} <= names
     assert all(r["local"] is False for r in rows if r["family"] != "yolo")
+
+
+def test_models_table_in_a_pipe_keeps_whole_names_and_hub_ids():
+    """``vidtrack models | grep ...`` must find every name: rich cuts a pipe's table to 80 columns otherwise."""
+    from vidtrack.catalog import CATALOGUE
+
+    exe = shutil.which("vidtrack") or str(Path(sys.executable).with_name("vidtrack"))
+    proc = subprocess.run([exe, "models"], capture_output=True, text=True, timeout=120,
+                          env={k: v for k, v in os.environ.items() if k != "COLUMNS"})
+    assert proc.returncode == 0
+    cells = {c.strip() for line in proc.stdout.splitlines() for c in line.split("│")}
+    assert {s.name for s in CATALOGUE.values()} <= cells
+    assert {s.hub_id for s in CATALOGUE.values()} <= cells
 
 
 def test_console_script_exit_code(tmp_path):

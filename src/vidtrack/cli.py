@@ -201,11 +201,16 @@ def models(
     if as_json:
         out.print_json(json.dumps(rows))
         return
-    table = Table("name", "family", "size", "params (M)", "weights", "local")
+    table = Table()
+    # the name is what users type or grep for: never shortened, however narrow the terminal
+    table.add_column("name", no_wrap=True, min_width=max(len(r["name"]) for r in rows))
+    for column in ("family", "size", "params (M)", "weights", "local"):
+        table.add_column(column, no_wrap=column != "weights")
     for r in rows:
         table.add_row(r["name"], r["family"], r["size"], f"{r['params_m']:.1f}", r["weights"],
                       "[green]yes[/]" if r["local"] else "no")
-    out.print(table)
+    # a pipe gets whole rows (rich would cut them to 80 columns)
+    (out if out.is_terminal else Console(width=160)).print(table)
 
 
 def _weights_local(family: str, ref: str, cache_dir: str | None) -> bool:
