@@ -1,7 +1,8 @@
 """Faster drop-in forwards for the transformers SAM 2 modules the engine calls every frame.
 
 transformers' ``Sam2VideoModel`` computes the same function as Meta's ``SAM2Base`` but does more work per
-frame on a CPU (issue 17: vidtrack cost 1.05-1.09x Meta's predictor; an op count showed the causes):
+frame on a CPU (on stock modules vidtrack cost 1.05-1.09x Meta's predictor per frame, with these 0.90-0.97x:
+BENCHMARKS.md; an op count showed the causes):
 
 * **Hiera blocks** pad every map before cutting it into windows, also when no padding is needed (a full
   copy per block), and their attention (``Sam2MultiScaleAttention``) computes ``softmax(q @ k^T)`` of every
