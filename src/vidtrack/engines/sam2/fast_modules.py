@@ -279,7 +279,7 @@ class FastRoPEAttention(Sam2VideoRoPEAttention):
             if num_k_exclude_rope:
                 k_out[..., n_rot:, :] = k[..., n_rot:, :]
             k = k_out.to(k.dtype)
-        if self._folds_values(value):
+        if self._folds_values(q, value):
             # one head, values projected up from fewer channels (memory: 64 -> 256): attend over the raw
             # values and project the output instead (softmax rows sum to 1, so the bias passes through)
             out = F.linear(_attend_in_blocks(q, k, value.reshape(q.shape[0], 1, -1, value.shape[-1]),
@@ -292,12 +292,14 @@ class FastRoPEAttention(Sam2VideoRoPEAttention):
             batch_size, point_batch_size, -1, self.num_attention_heads * self.head_dim)
         return self.o_proj(out), None
 
-    def _folds_values(self, value: torch.Tensor) -> bool:
+    def _folds_values(self, q: torch.Tensor, value: torch.Tensor) -> bool:
         """Whether :func:`_attend_in_blocks` applies: memory cross-attention (one head, ``kv_in_dim`` 64 below
-        the 256 channels), on a CPU (a GPU's fused SDPA kernel is faster than any split), not training, not
-        traced by ``torch.compile``."""
+        the 256 channels), on a CPU (a GPU's fused SDPA kernel is faster than any split), in float32 (under
+        bfloat16 autocast the fused kernel keeps its softmax in float32; the blocks would not), not training,
+        not traced by ``torch.compile``."""
         return (self.num_attention_heads == 1 and self.v_proj.in_features < self.v_proj.out_features
-                and value.device.type == "cpu" and not self.training and not _compiling())
+                and value.device.type == "cpu" and q.dtype == value.dtype == torch.float32
+                and not self.training and not _compiling())
 
 
 class FastMemoryAttention(Sam2VideoMemoryAttention):
