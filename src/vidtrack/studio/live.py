@@ -13,10 +13,11 @@ memory whatever the number of tabs.
 
 from __future__ import annotations
 
+import contextlib
 import threading
 import time
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -90,6 +91,17 @@ class LiveSession:
         if self.busy:
             raise Busy("a propagation is running; cancel it or wait for it to finish")
 
+    @contextlib.contextmanager
+    def _changing(self) -> Iterator[None]:
+        """Hold the session for a change: refused at once while a propagation runs (waiting for the lock would
+        wait for the whole propagation: CPython locks are not fair, the propagation thread re-takes it frame
+        after frame), checked again under the lock, and a restored session caught up first."""
+        self._check_idle()
+        with self.lock:
+            self._check_idle()
+            self._catch_up()
+            yield
+
     def _catch_up(self) -> None:
         """Before the first change to a restored session: replay its log (prompts and propagations), so the
         session is the one the work was done in. Until then the page shows the stored frames; reopening is
@@ -114,10 +126,7 @@ class LiveSession:
         """Apply one action, log it, and store the frame it returns; the store mirrors the session."""
         if "frame" in action:
             self.check_frame(int(action["frame"]))
-        self._check_idle()  # answer at once: waiting for the lock would wait for the whole propagation
-        with self.lock:
-            self._check_idle()
-            self._catch_up()
+        with self._changing():
             frame = apply_action(self.session, action)
             self.store.log(dict(action))
             mirror(self.store, action, frame)
@@ -151,10 +160,7 @@ class LiveSession:
             self.check_frame(start)
         if not prompted_frames(self.store.actions):
             raise InputError("nothing to propagate: click an object first")
-        self._check_idle()
-        with self.lock:
-            self._check_idle()
-            self._catch_up()
+        with self._changing():
             job = PropagationJob(direction, start, self._estimate_total(direction, start, max_frames))
             self.job = job
         job.thread = threading.Thread(target=self._run, args=(job, max_frames), name=f"propagate-{self.sid}",
