@@ -30,6 +30,24 @@ def shared_data(*parts: str) -> Path:
     return p
 
 
+def write_davis_clip(root: Path, frames: list[np.ndarray], first_labels: np.ndarray, *, seq: str = "s1",
+                     suffix: str = ".jpg") -> Path:
+    """A one-sequence DAVIS-layout dataset under ``root``: the frames in ``JPEGImages/480p/<seq>`` (JPEG quality 95
+    or PNG, by ``suffix``) and a label PNG per frame in ``Annotations/480p/<seq>``, ``first_labels`` on frame 0 and
+    empty after it (the objects are prompted on frame 0 only)."""
+    from PIL import Image
+
+    from vidtrack.eval.io import write_label_png
+
+    images, labels = root / "JPEGImages" / "480p" / seq, root / "Annotations" / "480p" / seq
+    images.mkdir(parents=True)
+    labels.mkdir(parents=True)
+    for t, f in enumerate(frames):
+        Image.fromarray(f).save(images / f"{t:05d}{suffix}", **({"quality": 95} if suffix == ".jpg" else {}))
+        write_label_png(labels / f"{t:05d}.png", first_labels if t == 0 else np.zeros_like(first_labels))
+    return root
+
+
 def moving_shapes(num_frames: int, height: int = 96, width: int = 160, seed: int = 0) -> list[np.ndarray]:
     """Two textured shapes moving across a noisy background: object 1 a red box moving right, object 2 a
     green disc moving left. Deterministic."""

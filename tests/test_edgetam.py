@@ -20,7 +20,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import moving_shapes, run_cli, shape_masks, shared_data
+from conftest import moving_shapes, run_cli, shape_masks, shared_data, write_davis_clip
 from vidtrack import Prompt, TrackingConfig, create_tracking_loader
 from vidtrack.errors import WeightsError
 
@@ -272,19 +272,13 @@ def test_cli_tracks_exports_and_evaluates_with_edgetam(checkpoint: Path, model: 
     """``vidtrack track --model samurai-edgetam --checkpoint edgetam.pt`` (the official file, converted by our
     code) writes DAVIS PNGs equal to the API's masks for the same prompt; ``vidtrack eval --model edgetam`` runs
     and scores a DAVIS-layout dataset, its predictions equal to the API's too."""
-    from vidtrack.eval.io import read_label_png, write_label_png
+    from vidtrack.eval.io import read_label_png
 
     frames = moving_shapes(5)
     box, disc = shape_masks()
-    data = tmp_path / "davis"
-    for d in ("JPEGImages", "Annotations"):
-        (data / d / "480p" / "s1").mkdir(parents=True)
-    for t, f in enumerate(frames):
-        Image.fromarray(f).save(data / "JPEGImages" / "480p" / "s1" / f"{t:05d}.jpg", quality=95)
-        lab = np.zeros(box.shape, np.uint8)
-        if t == 0:
-            lab[box], lab[disc] = 1, 2
-        write_label_png(data / "Annotations" / "480p" / "s1" / f"{t:05d}.png", lab)
+    first = np.zeros(box.shape, np.uint8)
+    first[box], first[disc] = 1, 2
+    data = write_davis_clip(tmp_path / "davis", frames, first)
     common = ["--checkpoint", str(checkpoint), "--image-size", str(SIZE), "--device", "cpu", "--threads", "1", "-q"]
     Image.fromarray(box.astype(np.uint8) * 255).save(tmp_path / "00000.png")
     out = tmp_path / "out"

@@ -33,10 +33,11 @@ from typing import Any
 import numpy as np
 import pytest
 
+from conftest import SHARED_DATA, shared_data
 from vidtrack import Prompt, TrackingConfig, create_tracking_loader
 
 GOLDEN = Path(__file__).resolve().parent / "golden"
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data"
+DATA = SHARED_DATA
 NUM_FRAMES = int(os.environ.get("VIDTRACK_EDGETAM_GOLDEN_FRAMES", "12"))
 """Frames compared in the suite (the goldens hold 12). Measured: 80 s for both cases on one thread of this
 2-core machine with other jobs running."""
@@ -75,8 +76,7 @@ def _golden(case: str) -> dict[str, Any]:
 def loader(tmp_path_factory: pytest.TempPathFactory) -> Any:
     pytest.importorskip("timm", reason="EdgeTAM's RepViT trunk needs timm (pip install 'vidtrack[edgetam]')")
     pytest.importorskip("pycocotools")
-    if not (DATA / "davis2016").is_dir():
-        pytest.skip(f"real test data not found at {DATA} (only present beside the project checkout)")
+    shared_data("davis2016")
     import torch
 
     ck = _module("edgetam_checkpoint")

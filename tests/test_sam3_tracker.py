@@ -18,7 +18,7 @@ import pytest
 import torch
 from PIL import Image
 
-from conftest import moving_shapes, shape_masks, shared_data
+from conftest import moving_shapes, shape_masks, shared_data, write_davis_clip
 from vidtrack import Prompt, TrackingConfig, create_tracking_loader
 from vidtrack.errors import WeightsError
 
@@ -392,19 +392,13 @@ def test_eval_and_prompts_on_later_frames(meta_checkpoint: Path, model: Any, tmp
     equal to the API's; an object first prompted on frame 3 is tracked on every frame (official semantics: from
     frame 0, with its frame-3 memory), and from frame 3 only when causal without --backward."""
     from conftest import run_cli
-    from vidtrack.eval.io import read_label_png, write_label_png
+    from vidtrack.eval.io import read_label_png
 
     frames = moving_shapes(5)
     box, disc = shape_masks()
-    data = tmp_path / "davis"
-    for d in ("JPEGImages", "Annotations"):
-        (data / d / "480p" / "s1").mkdir(parents=True)
-    for t, f in enumerate(frames):
-        Image.fromarray(f).save(data / "JPEGImages" / "480p" / "s1" / f"{t:05d}.png")
-        lab = np.zeros(box.shape, np.uint8)
-        if t == 0:
-            lab[box], lab[disc] = 1, 2
-        write_label_png(data / "Annotations" / "480p" / "s1" / f"{t:05d}.png", lab)
+    first = np.zeros(box.shape, np.uint8)
+    first[box], first[disc] = 1, 2
+    data = write_davis_clip(tmp_path / "davis", frames, first, suffix=".png")
     run = tmp_path / "run"
     code, stdout, err = run_cli(["eval", "--dataset", str(data), "--layout", "davis", "--out", str(run), "--json",
                                  "--model", "sam3-tracker", "--checkpoint", str(meta_checkpoint), "--image-size",
